@@ -1,0 +1,449 @@
+//! Fast CPU convolution: row-tiled im2col + one GEMM per tile.
+//!
+//! candle's built-in CPU `conv2d` runs at 8-15 GFLOP/s on the high-resolution,
+//! low-channel layers of a U-Net and `conv_transpose2d` (used by its backward)
+//! is a scalar loop (`../shared/spec/candle-notes.md`). This op lowers a
+//! stride-1 square convolution to matrix products (Chellapilla et al., "High
+//! performance convolutional neural networks for document processing", 2006):
+//! for each tile of output rows the receptive fields are unrolled into a
+//! `[C_in*k*k, rows*W]` matrix and multiplied by the `[C_out, C_in*k*k]`
+//! weights with the `gemm` crate. Tiles keep the unrolled matrix small (a few
+//! MB) so memory stays bounded even for the original 1024x1024 network, and
+//! tiles run in parallel on the rayon pool.
+//!
+//! Backward: the input gradient is the same convolution of the output
+//! gradient with the weights transposed (in/out) and flipped, padded
+//! `k-1-pad`; the weight gradient is `dY @ im2col(X)^T`, accumulated over tiles.
+//! Only 1x1 and odd square kernels with stride 1 are supported: all the
+//! ResUNet needs.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Target size of one unrolled tile, in f32 elements (4 MiB).
+const TILE_ELEMS: usize = 1 << 20;
+
+/// Stride-1 2-D convolution `[B,Ci,H,W] x [Co,Ci,k,k] -> [B,Co,H,W]` with
+/// symmetric zero padding `pad` (no bias: add it with a broadcast).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Conv2dIm2col {
+    pub(crate) pad: usize,
+}
+
+/// Weight gradient of [`Conv2dIm2col`]: `(X, dY) -> dW`.
+#[derive(Debug, Clone, Copy)]
+struct Conv2dWeightGrad {
+    kernel: usize,
+    pad: usize,
+}
+
+/// Shape facts shared by the forward and the weight-gradient kernels.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    batch: usize,
+    c_in: usize,
+    height: usize,
+    width: usize,
+    kernel: usize,
+    pad: usize,
+}
+
+impl Geometry {
+    fn k_dim(&self) -> usize {
+        self.c_in * self.kernel * self.kernel
+    }
+    fn plane(&self) -> usize {
+        self.height * self.width
+    }
+    /// Output rows per tile, so that one unrolled tile holds about `TILE_ELEMS`.
+    fn rows_per_tile(&self) -> usize {
+        (TILE_ELEMS / (self.k_dim() * self.width).max(1)).clamp(1, self.height)
+    }
+    fn tiles(&self) -> Vec<(usize, usize, usize)> {
+        let rows = self.rows_per_tile();
+        let mut out = Vec::new();
+        for b in 0..self.batch {
+            let mut y0 = 0;
+            while y0 < self.height {
+                let y1 = (y0 + rows).min(self.height);
+                out.push((b, y0, y1));
+                y0 = y1;
+            }
+        }
+        out
+    }
+    /// Whether the convolution is a plain matrix product (1x1, no padding).
+    fn is_pointwise(&self) -> bool {
+        self.kernel == 1 && self.pad == 0
+    }
+}
+
+/// Unrolls rows `y0..y1` of image `src` (`[Ci,H,W]`) into `col` (`[Ci*k*k, (y1-y0)*W]`).
+fn im2col(src: &[f32], g: &Geometry, y0: usize, y1: usize, col: &mut Vec<f32>) {
+    let (w, h, k, p) = (g.width, g.height, g.kernel, g.pad);
+    let n = (y1 - y0) * w;
+    col.clear();
+    col.resize(g.k_dim() * n, 0.0);
+    for ci in 0..g.c_in {
+        let plane = &src[ci * g.plane()..(ci + 1) * g.plane()];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut col[((ci * k + ky) * k + kx) * n..][..n];
+                // Valid output x range for this kernel column: 0 <= x + kx - p < w.
+                let x_lo = p.saturating_sub(kx);
+                let x_hi = (w + p).saturating_sub(kx).min(w);
+                for y in y0..y1 {
+                    let sy = y + ky;
+                    if sy < p || sy - p >= h || x_lo >= x_hi {
+                        continue; // stays zero (padding)
+                    }
+                    let src_row = &plane[(sy - p) * w..][..w];
+                    let dst = &mut row[(y - y0) * w..][..w];
+                    dst[x_lo..x_hi].copy_from_slice(&src_row[x_lo + kx - p..x_hi + kx - p]);
+                }
+            }
+        }
+    }
+}
+
+/// A raw pointer that may cross threads; every tile writes a disjoint range.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = s.as_slice::<f32>()?;
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("conv2d-im2col: {what} must be contiguous"),
+    }
+}
+
+fn dims4(l: &Layout, what: &str) -> Result<(usize, usize, usize, usize)> {
+    match l.dims() {
+        &[a, b, c, d] => Ok((a, b, c, d)),
+        other => candle_core::bail!("conv2d-im2col: {what} must be rank 4, got {other:?}"),
+    }
+}
+
+/// Use gemm's own threads only when there are too few tiles to share out.
+fn inner_parallelism(tasks: usize) -> Parallelism {
+    if tasks >= rayon::current_num_threads() {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(0)
+    }
+}
+
+thread_local! {
+    static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `out[b] = W @ im2col(x[b])`, tile by tile.
+fn conv_forward(x: &[f32], w: &[f32], g: &Geometry, c_out: usize) -> Vec<f32> {
+    let plane = g.plane();
+    let mut out = vec![0f32; g.batch * c_out * plane];
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let tiles = g.tiles();
+    let par = inner_parallelism(tiles.len());
+    let kd = g.k_dim();
+    tiles.par_iter().for_each(|&(b, y0, y1)| {
+        let ptr = out_ptr;
+        let src = &x[b * g.c_in * plane..(b + 1) * g.c_in * plane];
+        let n = (y1 - y0) * g.width;
+        let dst = unsafe { ptr.0.add(b * c_out * plane + y0 * g.width) };
+        let run = |rhs: *const f32, rhs_rs: isize| unsafe {
+            gemm::gemm(
+                c_out,
+                n,
+                kd,
+                dst,
+                1,
+                plane as isize,
+                false,
+                w.as_ptr(),
+                1,
+                kd as isize,
+                rhs,
+                1,
+                rhs_rs,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            )
+        };
+        if g.is_pointwise() {
+            run(src[y0 * g.width..].as_ptr(), plane as isize);
+        } else {
+            COL.with(|c| {
+                let mut col = c.borrow_mut();
+                im2col(src, g, y0, y1, &mut col);
+                run(col.as_ptr(), n as isize);
+            });
+        }
+    });
+    out
+}
+
+/// `dW = sum_b dY[b] @ im2col(x[b])^T`.
+fn conv_weight_grad(x: &[f32], dy: &[f32], g: &Geometry, c_out: usize) -> Vec<f32> {
+    let plane = g.plane();
+    let kd = g.k_dim();
+    let tiles = g.tiles();
+    let par = inner_parallelism(tiles.len());
+    let partial = |acc: &mut Vec<f32>, &(b, y0, y1): &(usize, usize, usize)| {
+        let src = &x[b * g.c_in * plane..(b + 1) * g.c_in * plane];
+        let grad = &dy[b * c_out * plane + y0 * g.width..];
+        let n = (y1 - y0) * g.width;
+        let mut run = |rhs: *const f32, rhs_cs: isize| unsafe {
+            gemm::gemm(
+                c_out,
+                kd,
+                n,
+                acc.as_mut_ptr(),
+                1,
+                kd as isize,
+                true,
+                grad.as_ptr(),
+                1,
+                plane as isize,
+                rhs,
+                rhs_cs,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            )
+        };
+        if g.is_pointwise() {
+            run(src[y0 * g.width..].as_ptr(), plane as isize);
+        } else {
+            COL.with(|c| {
+                let mut col = c.borrow_mut();
+                im2col(src, g, y0, y1, &mut col);
+                run(col.as_ptr(), n as isize);
+            });
+        }
+    };
+    tiles
+        .par_iter()
+        .fold(
+            || vec![0f32; c_out * kd],
+            |mut acc, t| {
+                partial(&mut acc, t);
+                acc
+            },
+        )
+        .reduce(
+            || vec![0f32; c_out * kd],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
+}
+
+impl CustomOp2 for Conv2dIm2col {
+    fn name(&self) -> &'static str {
+        "conv2d-im2col"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (batch, c_in, height, width) = dims4(l1, "input")?;
+        let (c_out, wc_in, kh, kw) = dims4(l2, "weight")?;
+        if wc_in != c_in || kh != kw || 2 * self.pad + 1 != kh {
+            candle_core::bail!(
+                "conv2d-im2col: unsupported weight {:?} for input {:?} with pad {}",
+                l2.dims(),
+                l1.dims(),
+                self.pad
+            );
+        }
+        let g = Geometry {
+            batch,
+            c_in,
+            height,
+            width,
+            kernel: kh,
+            pad: self.pad,
+        };
+        let x = contiguous(s1, l1, "input")?;
+        let w = contiguous(s2, l2, "weight")?;
+        let out = conv_forward(x, w, &g, c_out);
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((batch, c_out, height, width)),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let (_, _, k, _) = w.dims4()?;
+        // Input gradient: correlate dY with W transposed (in<->out) and flipped.
+        let w_flipped = flip_transpose(w)?;
+        let dx = grad.apply_op2_no_bwd(
+            &w_flipped,
+            &Conv2dIm2col {
+                pad: k - 1 - self.pad,
+            },
+        )?;
+        let dw = x.contiguous()?.apply_op2_no_bwd(
+            &grad,
+            &Conv2dWeightGrad {
+                kernel: k,
+                pad: self.pad,
+            },
+        )?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// `[Co,Ci,k,k] -> [Ci,Co,k,k]` with both spatial axes reversed.
+fn flip_transpose(w: &Tensor) -> Result<Tensor> {
+    let (co, ci, k, _) = w.dims4()?;
+    let src = w.flatten_all()?.to_vec1::<f32>()?;
+    let mut out = vec![0f32; src.len()];
+    for o in 0..co {
+        for i in 0..ci {
+            for ky in 0..k {
+                for kx in 0..k {
+                    out[((i * co + o) * k + (k - 1 - ky)) * k + (k - 1 - kx)] =
+                        src[((o * ci + i) * k + ky) * k + kx];
+                }
+            }
+        }
+    }
+    Tensor::from_vec(out, (ci, co, k, k), w.device())
+}
+
+impl CustomOp2 for Conv2dWeightGrad {
+    fn name(&self) -> &'static str {
+        "conv2d-im2col-weight-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (batch, c_in, height, width) = dims4(l1, "input")?;
+        let (gb, c_out, gh, gw) = dims4(l2, "output gradient")?;
+        if (gb, gh, gw) != (batch, height, width) {
+            candle_core::bail!(
+                "conv2d-im2col: gradient {:?} does not match input {:?}",
+                l2.dims(),
+                l1.dims()
+            );
+        }
+        let g = Geometry {
+            batch,
+            c_in,
+            height,
+            width,
+            kernel: self.kernel,
+            pad: self.pad,
+        };
+        let x = contiguous(s1, l1, "input")?;
+        let dy = contiguous(s2, l2, "output gradient")?;
+        let dw = conv_weight_grad(x, dy, &g, c_out);
+        Ok((
+            CpuStorage::F32(dw),
+            Shape::from((c_out, c_in, self.kernel, self.kernel)),
+        ))
+    }
+}
+
+/// Convolution of `x` (`[B,Ci,H,W]`) by `w` (`[Co,Ci,k,k]`), stride 1, padding
+/// `(k-1)/2`. Uses the im2col op on CPU and candle's own conv elsewhere (CUDA).
+pub(crate) fn conv2d_same(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (_, _, k, _) = w.dims4()?;
+    let pad = (k - 1) / 2;
+    if x.device().is_cpu() {
+        x.contiguous()?
+            .apply_op2(&w.contiguous()?, Conv2dIm2col { pad })
+    } else {
+        x.conv2d(w, pad, 1, 1, 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn close(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn forward_matches_candle_conv2d() {
+        let dev = Device::Cpu;
+        for &(b, ci, co, h, w, k) in &[(2, 3, 5, 9, 7, 3), (1, 4, 6, 5, 5, 1), (1, 8, 4, 40, 33, 3)]
+        {
+            let x = Tensor::randn(0f32, 1., (b, ci, h, w), &dev).unwrap();
+            let wt = Tensor::randn(0f32, 1., (co, ci, k, k), &dev).unwrap();
+            let ours = conv2d_same(&x, &wt).unwrap();
+            let reference = x.conv2d(&wt, (k - 1) / 2, 1, 1, 1).unwrap();
+            assert!(close(&ours, &reference) < 1e-4, "k={k}");
+        }
+    }
+
+    #[test]
+    fn gradients_match_candle_conv2d() {
+        let dev = Device::Cpu;
+        for &k in &[1usize, 3] {
+            let x = Var::randn(0f32, 1., (2, 3, 6, 7), &dev).unwrap();
+            let w = Var::randn(0f32, 1., (4, 3, k, k), &dev).unwrap();
+            let probe = Tensor::randn(0f32, 1., (2, 4, 6, 7), &dev).unwrap();
+            let ours = (conv2d_same(x.as_tensor(), w.as_tensor()).unwrap() * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let reference = (x.conv2d(&w, (k - 1) / 2, 1, 1, 1).unwrap() * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let g1 = ours.backward().unwrap();
+            let g2 = reference.backward().unwrap();
+            assert!(
+                close(g1.get(&x).unwrap(), g2.get(&x).unwrap()) < 1e-4,
+                "dx k={k}"
+            );
+            assert!(
+                close(g1.get(&w).unwrap(), g2.get(&w).unwrap()) < 1e-4,
+                "dw k={k}"
+            );
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The ResUNet's building blocks, named like the PyTorch modules so that
+//! `state_dict` keys map one to one onto `VarBuilder` paths
+//! (`conv1.weight`, `gn1.bias`, `se.fc.0.weight`, `W_g.1.running_mean`, ...).
+//!
+//! - Residual block with squeeze-and-excitation: He et al., "Deep residual
+//!   learning", 2016; Hu et al., "Squeeze-and-excitation networks", 2018.
+//! - Attention gate: Oktay et al., "Attention U-Net", 2018.
+//!
+//! BatchNorm runs in inference mode only (running statistics). Our own model
+//! is trained with those statistics frozen at mean 0 / variance 1, so each
+//! BatchNorm acts as a learned per-channel affine map and training and
+//! inference compute the same function. Dropout (p=0.1 in the original) is
+//! the identity at inference and is not used in training.
+
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{GroupNorm, VarBuilder};
+
+use super::conv::conv2d_same;
+
+/// Norm epsilon of every GroupNorm and BatchNorm in the original network.
+const NORM_EPS: f64 = 1e-5;
+
+/// A stride-1 "same" convolution with optional bias (PyTorch `nn.Conv2d`).
+#[derive(Debug, Clone)]
+pub(crate) struct Conv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Conv {
+    pub(crate) fn new(
+        vb: &VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let fan_in = (c_in * k * k) as f64;
+        let bound = 1.0 / fan_in.sqrt();
+        let weight = vb.get_with_hints(
+            (c_out, c_in, k, k),
+            "weight",
+            candle_nn::Init::Uniform {
+                lo: -bound * 3f64.sqrt(),
+                up: bound * 3f64.sqrt(),
+            },
+        )?;
+        let bias = if bias {
+            Some(vb.get_with_hints(
+                c_out,
+                "bias",
+                candle_nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+}
+
+impl Module for Conv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = conv2d_same(x, &self.weight)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+            None => Ok(y),
+        }
+    }
+}
+
+/// `nn.ConvTranspose2d(c_in, c_out, kernel_size=2, stride=2)`, written as one
+/// matrix product plus a pixel shuffle (same weights, no scalar loop).
+#[derive(Debug, Clone)]
+pub(crate) struct UpConv {
+    weight: Tensor, // [c_in, c_out, 2, 2]
+    bias: Tensor,
+}
+
+impl UpConv {
+    pub(crate) fn new(vb: &VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
+        let bound = 1.0 / ((c_out * 4) as f64).sqrt();
+        let init = candle_nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        Ok(Self {
+            weight: vb.get_with_hints((c_in, c_out, 2, 2), "weight", init)?,
+            bias: vb.get_with_hints(c_out, "bias", init)?,
+        })
+    }
+}
+
+impl Module for UpConv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c_in, h, w) = x.dims4()?;
+        let c_out = self.weight.dim(1)?;
+        // Derived from the weight at every call so training sees the updates.
+        let wt = self.weight.reshape((c_in, c_out * 4))?.t()?; // [c_out*4, c_in]
+        let y = wt.broadcast_matmul(&x.reshape((b, c_in, h * w))?)?; // [b, c_out*4, h*w]
+        let y = y
+            .reshape((b, c_out, 2, 2, h, w))?
+            .permute((0, 1, 4, 2, 5, 3))?
+            .reshape((b, c_out, 2 * h, 2 * w))?;
+        y.broadcast_add(&self.bias.reshape((1, c_out, 1, 1))?)
+    }
+}
+
+/// `nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=True), nn.BatchNorm2d(c_out))`
+/// with the inference-mode BatchNorm folded into the convolution.
+///
+/// The fold is recomputed at every call (the tensors are tiny): a weight
+/// derived once at construction would not follow optimizer updates in
+/// training (candle-notes.md, "stale derived weights").
+#[derive(Debug, Clone)]
+struct ConvBatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+}
+
+impl ConvBatchNorm {
+    fn new(vb: &VarBuilder, c_in: usize, c_out: usize) -> Result<Self> {
+        let conv = Conv::new(&vb.pp("0"), c_in, c_out, 1, true)?;
+        let bn = vb.pp("1");
+        Ok(Self {
+            weight: conv.weight,
+            bias: conv
+                .bias
+                .unwrap_or(Tensor::zeros(c_out, candle_core::DType::F32, vb.device())?),
+            gamma: bn.get_with_hints(c_out, "weight", candle_nn::Init::Const(1.0))?,
+            beta: bn.get_with_hints(c_out, "bias", candle_nn::Init::Const(0.0))?,
+            running_mean: bn.get_with_hints(c_out, "running_mean", candle_nn::Init::Const(0.0))?,
+            running_var: bn.get_with_hints(c_out, "running_var", candle_nn::Init::Const(1.0))?,
+        })
+    }
+}
+
+impl Module for ConvBatchNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let scale = (&self.gamma / (&self.running_var + NORM_EPS)?.sqrt()?)?;
+        let shift = (&self.beta - (&self.running_mean * &scale)?)?;
+        let c_out = scale.dim(0)?;
+        let folded = Conv {
+            weight: self
+                .weight
+                .broadcast_mul(&scale.reshape((c_out, 1, 1, 1))?)?,
+            bias: Some(((&self.bias * &scale)? + shift)?),
+        };
+        folded.forward(x)
+    }
+}
+
+/// `SEBlock`: global average pool, `fc.0` Linear(c, c/r), ReLU, `fc.2`
+/// Linear(c/r, c), sigmoid, channel scale. Both linears have no bias.
+#[derive(Debug, Clone)]
+struct SqueezeExcite {
+    fc1: Tensor, // [hidden, c]
+    fc2: Tensor, // [c, hidden]
+}
+
+impl SqueezeExcite {
+    fn new(vb: &VarBuilder, c: usize, hidden: usize) -> Result<Self> {
+        let init = |fan_in: usize| {
+            let b = 1.0 / (fan_in as f64).sqrt();
+            candle_nn::Init::Uniform { lo: -b, up: b }
+        };
+        Ok(Self {
+            fc1: vb
+                .pp("fc")
+                .pp("0")
+                .get_with_hints((hidden, c), "weight", init(c))?,
+            fc2: vb
+                .pp("fc")
+                .pp("2")
+                .get_with_hints((c, hidden), "weight", init(hidden))?,
+        })
+    }
+}
+
+impl Module for SqueezeExcite {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, _, _) = x.dims4()?;
+        let pooled = x.mean((2, 3))?; // [b, c]
+        let h = pooled.matmul(&self.fc1.t()?)?.relu()?;
+        let s = candle_nn::ops::sigmoid(&h.matmul(&self.fc2.t()?)?)?;
+        x.broadcast_mul(&s.reshape((b, c, 1, 1))?)
+    }
+}
+
+/// `ResidualBlock(c_in, c_out)`: conv-GN-ReLU-conv-GN, plus the (1x1
+/// adjusted) input, ReLU, then squeeze-and-excitation.
+#[derive(Debug, Clone)]
+pub(crate) struct ResidualBlock {
+    conv1: Conv,
+    gn1: GroupNorm,
+    conv2: Conv,
+    gn2: GroupNorm,
+    adjust_channels: Option<Conv>,
+    se: SqueezeExcite,
+}
+
+impl ResidualBlock {
+    pub(crate) fn new(
+        vb: &VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        groups: usize,
+        se_hidden: usize,
+    ) -> Result<Self> {
+        Ok(Self {
+            conv1: Conv::new(&vb.pp("conv1"), c_in, c_out, 3, false)?,
+            gn1: candle_nn::group_norm(groups, c_out, NORM_EPS, vb.pp("gn1"))?,
+            conv2: Conv::new(&vb.pp("conv2"), c_out, c_out, 3, false)?,
+            gn2: candle_nn::group_norm(groups, c_out, NORM_EPS, vb.pp("gn2"))?,
+            adjust_channels: if c_in != c_out {
+                Some(Conv::new(&vb.pp("adjust_channels"), c_in, c_out, 1, false)?)
+            } else {
+                None
+            },
+            se: SqueezeExcite::new(&vb.pp("se"), c_out, se_hidden)?,
+        })
+    }
+}
+
+impl Module for ResidualBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let residual = match &self.adjust_channels {
+            Some(adjust) => adjust.forward(x)?,
+            None => x.clone(),
+        };
+        let out = self.gn1.forward(&self.conv1.forward(x)?)?.relu()?;
+        let out = self.gn2.forward(&self.conv2.forward(&out)?)?;
+        self.se.forward(&(out + residual)?.relu()?)
+    }
+}
+
+/// `AttentionGate(F_g=f, F_l=f, F_int=f/2)`: `skip * psi(relu(W_g(g) + W_x(skip)))`.
+#[derive(Debug, Clone)]
+pub(crate) struct AttentionGate {
+    w_g: ConvBatchNorm,
+    w_x: ConvBatchNorm,
+    psi: ConvBatchNorm,
+}
+
+impl AttentionGate {
+    pub(crate) fn new(vb: &VarBuilder, f: usize) -> Result<Self> {
+        let f_int = f / 2;
+        Ok(Self {
+            w_g: ConvBatchNorm::new(&vb.pp("W_g"), f, f_int)?,
+            w_x: ConvBatchNorm::new(&vb.pp("W_x"), f, f_int)?,
+            psi: ConvBatchNorm::new(&vb.pp("psi"), f_int, 1)?,
+        })
+    }
+
+    /// Gates the encoder skip `skip` by the decoder signal `g` (same size).
+    pub(crate) fn forward(&self, g: &Tensor, skip: &Tensor) -> Result<Tensor> {
+        let a = (self.w_g.forward(g)? + self.w_x.forward(skip)?)?.relu()?;
+        let psi = candle_nn::ops::sigmoid(&self.psi.forward(&a)?)?;
+        skip.broadcast_mul(&psi)
+    }
+}
+
+/// Channel concatenation in the original's order (`cat((gated_skip, x), 1)`).
+pub(crate) fn concat_channels(gated_skip: &Tensor, x: &Tensor) -> Result<Tensor> {
+    Tensor::cat(&[gated_skip, x], 1)
+}

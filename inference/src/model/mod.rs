@@ -1,0 +1,179 @@
+//! The segmentation network: the SpherosegV4 ResUNet in candle, its weights
+//! and the device it runs on. Callers hand in preprocessed pixels and get
+//! probabilities back; no tensor leaves this module.
+
+mod config;
+mod conv;
+mod device;
+mod layers;
+mod resunet;
+pub(crate) mod weights;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{Device, Module, Tensor};
+use candle_nn::VarBuilder;
+
+pub use config::{InvalidConfig, ResUNetConfig};
+pub use device::{DeviceError, DevicePreference};
+pub(crate) use resunet::ResUNet;
+pub use weights::WeightsError;
+
+/// Why a model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The weights file is unreadable, malformed or does not fit the architecture.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// The requested device is unavailable.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    /// Building the network failed.
+    #[error("cannot build the network: {0}")]
+    Build(#[from] candle_core::Error),
+}
+
+/// A loaded ResUNet ready for inference, shared read-only between threads.
+#[derive(Debug, Clone)]
+pub struct Model {
+    net: ResUNet,
+    config: ResUNetConfig,
+    device: Device,
+    /// The checked weights by state-dict key (storage shared with `net`).
+    tensors: HashMap<String, Tensor>,
+}
+
+/// Architecture facts that tensor shapes cannot tell, for checkpoints that do
+/// not carry them (PyTorch files): `None` keeps the file's metadata or the
+/// old service's defaults (32 groups, 1024x1024 input).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ArchOverrides {
+    /// GroupNorm group count.
+    pub gn_groups: Option<usize>,
+    /// Network input side.
+    pub input_size: Option<usize>,
+}
+
+impl Model {
+    /// Loads weights from a safetensors or PyTorch checkpoint (strictly).
+    ///
+    /// # Errors
+    /// [`LoadError`] naming the file problem, the missing/unexpected/mis-shaped
+    /// tensor, or the unavailable device.
+    pub fn load(path: &Path, preference: DevicePreference) -> Result<Self, LoadError> {
+        Self::load_with_overrides(path, preference, ArchOverrides::default())
+    }
+
+    /// [`Model::load`] with architecture facts the file may lack.
+    ///
+    /// # Errors
+    /// As [`Model::load`], plus an invalid override.
+    pub fn load_with_overrides(
+        path: &Path,
+        preference: DevicePreference,
+        overrides: ArchOverrides,
+    ) -> Result<Self, LoadError> {
+        let device = device::select_device(preference)?;
+        let checkpoint = weights::read_checkpoint(path)?;
+        let mut config = weights::infer_config(&checkpoint)?;
+        if let Some(g) = overrides.gn_groups {
+            config.gn_groups = g;
+        }
+        if let Some(s) = overrides.input_size {
+            config.input_size = s;
+        }
+        config.validate().map_err(WeightsError::from)?;
+        let tensors = weights::check_and_convert(checkpoint, &config, &device)?;
+        Self::from_tensors(tensors, config, device)
+    }
+
+    /// Builds a model from named f32 tensors already checked against `config`.
+    pub(crate) fn from_tensors(
+        tensors: HashMap<String, Tensor>,
+        config: ResUNetConfig,
+        device: Device,
+    ) -> Result<Self, LoadError> {
+        let vb = VarBuilder::from_tensors(tensors.clone(), candle_core::DType::F32, &device);
+        let net = ResUNet::new(&vb, &config)?;
+        Ok(Self {
+            net,
+            config,
+            device,
+            tensors,
+        })
+    }
+
+    /// The same weights run at another square input side (the network is
+    /// fully convolutional; larger sides trade speed for boundary detail).
+    ///
+    /// # Errors
+    /// [`InvalidConfig`] when `size` is not a positive multiple of `2^depth`.
+    pub fn with_input_size(mut self, size: usize) -> Result<Self, InvalidConfig> {
+        let config = ResUNetConfig {
+            input_size: size,
+            ..self.config.clone()
+        };
+        config.validate()?;
+        self.config = config;
+        Ok(self)
+    }
+
+    /// The architecture read from the weights.
+    pub fn config(&self) -> &ResUNetConfig {
+        &self.config
+    }
+
+    /// The device inference runs on ("cpu" or "cuda:0").
+    pub fn device_name(&self) -> String {
+        device::device_name(&self.device)
+    }
+
+    /// Logits `[B,1,S,S]` for a batch `[B,3,S,S]` laid out CHW per image.
+    fn forward_batch(&self, pixels: &[f32], batch: usize) -> candle_core::Result<Tensor> {
+        let s = self.config.input_size;
+        let x = Tensor::from_slice(pixels, (batch, self.config.in_channels, s, s), &self.device)?;
+        self.net.forward(&x)
+    }
+
+    /// Spheroid probability per network pixel (`S*S` values) for one CHW image.
+    ///
+    /// # Errors
+    /// A tensor error (wrong input length, device failure).
+    pub fn probabilities(&self, pixels: &[f32]) -> candle_core::Result<Vec<f32>> {
+        let logits = self.forward_batch(pixels, 1)?;
+        candle_nn::ops::sigmoid(&logits)?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    }
+
+    /// Raw network outputs (logits, `S*S` values) for one CHW image.
+    ///
+    /// # Errors
+    /// A tensor error (wrong input length, device failure).
+    pub fn logits(&self, pixels: &[f32]) -> candle_core::Result<Vec<f32>> {
+        self.forward_batch(pixels, 1)?
+            .flatten_all()?
+            .to_vec1::<f32>()
+    }
+
+    /// Writes this model as safetensors (architecture in the metadata), e.g.
+    /// to convert an old PyTorch checkpoint once.
+    ///
+    /// # Errors
+    /// [`WeightsError::Io`] when the file cannot be written.
+    pub fn save_safetensors(&self, path: &Path) -> Result<(), WeightsError> {
+        weights::save_safetensors(path, &self.tensors, &self.config, &BTreeMap::new())
+    }
+
+    /// Saves named tensors as safetensors with the architecture in the metadata.
+    pub(crate) fn save(
+        path: &Path,
+        tensors: &HashMap<String, Tensor>,
+        config: &ResUNetConfig,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(), WeightsError> {
+        weights::save_safetensors(path, tensors, config, metadata)
+    }
+}

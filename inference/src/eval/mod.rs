@@ -1,0 +1,21 @@
+//! Evaluation: overlap metrics for binary masks and the classical Otsu baseline the model must beat.
+//!
+//! ```
+//! # use spheromesh_inference::eval;
+//! let truth = [255u8, 255, 0, 0];
+//! let pred = [255u8, 0, 0, 0];
+//! assert_eq!(eval::iou(&pred, &truth), 0.5);
+//! let mut scores = eval::ScoreAccumulator::new();
+//! scores.push(&pred, &truth, false);
+//! assert_eq!(scores.easy().count, 1);
+//! ```
+
+#[cfg(test)]
+mod baseline_tests;
+mod metrics;
+mod otsu;
+mod report;
+
+pub use metrics::{dice, iou, MeanScores, ScoreAccumulator};
+pub use otsu::{otsu_foreground, otsu_threshold, to_grey8};
+pub use report::{evaluate_folder, evaluate_synthetic, EvalError, EvalReport, MethodScores};

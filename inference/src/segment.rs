@@ -1,0 +1,194 @@
+//! The whole pipeline for one image: decode, resize to the network input,
+//! ResUNet, threshold, nearest resize back, 3x3 open then close, contour
+//! tracing, and the polygon JSON of the SpherosegV4 contract (section 4-5).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use rand::SeedableRng;
+
+use crate::decode::{decode_rgb8, DecodeError, DecodeLimits};
+use crate::model::Model;
+use crate::postprocess::{
+    extract_polygons, open_close_3x3, rasterize_polygons, InvalidPolygonOptions, Mask, Polygon,
+    PolygonOptions,
+};
+use crate::preprocess::to_model_input;
+
+/// Per-request knobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentOptions {
+    /// Probability above which a pixel is spheroid (default 0.5, exclusive range 0..1).
+    pub threshold: f32,
+    /// Area limits and optional simplification of the polygons.
+    pub polygons: PolygonOptions,
+}
+
+impl Default for SegmentOptions {
+    fn default() -> Self {
+        Self {
+            threshold: 0.5,
+            polygons: PolygonOptions::default(),
+        }
+    }
+}
+
+/// Why an image could not be segmented.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SegmentError {
+    /// The bytes are not an image we accept (see [`DecodeError`]).
+    #[error("cannot decode image: {0}")]
+    Decode(#[from] DecodeError),
+    /// The threshold is not a probability strictly between 0 and 1.
+    #[error("threshold {0} must be strictly between 0 and 1")]
+    InvalidThreshold(f32),
+    /// The polygon options are invalid.
+    #[error(transparent)]
+    InvalidOptions(#[from] InvalidPolygonOptions),
+    /// The network failed (device error, out of memory).
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// Wall time of each pipeline stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimings {
+    /// Decoding the bytes.
+    pub decode: Duration,
+    /// Resizing to the network input.
+    pub preprocess: Duration,
+    /// The forward pass.
+    pub inference: Duration,
+    /// Threshold, resize back, morphology and polygons.
+    pub postprocess: Duration,
+}
+
+/// The result for one image.
+#[derive(Debug, Clone)]
+pub struct Segmentation {
+    /// Polygons in contract order (each external followed by its holes).
+    pub polygons: Vec<Polygon>,
+    /// Original image width.
+    pub width: u32,
+    /// Original image height.
+    pub height: u32,
+    /// The mask the polygons describe (after filtering), at the original size.
+    pub mask: Mask,
+    /// Where the time went.
+    pub timings: StageTimings,
+}
+
+/// A loaded model plus decode limits; cheap to clone and share across threads.
+#[derive(Debug, Clone)]
+pub struct Segmenter {
+    model: Arc<Model>,
+    limits: DecodeLimits,
+}
+
+impl Segmenter {
+    /// Wraps a loaded model with the given decode limits.
+    pub fn new(model: Model, limits: DecodeLimits) -> Self {
+        Self {
+            model: Arc::new(model),
+            limits,
+        }
+    }
+
+    /// The model in use.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Segments encoded image bytes (PNG, JPEG, TIFF, BMP).
+    ///
+    /// # Errors
+    /// [`SegmentError`] saying what was wrong with the input or the run.
+    pub fn segment_bytes(
+        &self,
+        bytes: &[u8],
+        opts: &SegmentOptions,
+    ) -> Result<Segmentation, SegmentError> {
+        check_options(opts)?;
+        let t0 = Instant::now();
+        let image = decode_rgb8(bytes, &self.limits)?;
+        let decode = t0.elapsed();
+        let mut out = self.segment_image(&image, opts)?;
+        out.timings.decode = decode;
+        Ok(out)
+    }
+
+    /// Segments an already decoded 8-bit RGB image.
+    ///
+    /// # Errors
+    /// [`SegmentError`] for invalid options or an inference failure.
+    pub fn segment_image(
+        &self,
+        image: &RgbImage,
+        opts: &SegmentOptions,
+    ) -> Result<Segmentation, SegmentError> {
+        check_options(opts)?;
+        let (width, height) = image.dimensions();
+        let t0 = Instant::now();
+        let size = self.model.config().input_size;
+        let input = to_model_input(image, size as u32);
+        let t1 = Instant::now();
+        let probs = self
+            .model
+            .probabilities(&input)
+            .map_err(|e| SegmentError::Inference(e.to_string()))?;
+        let t2 = Instant::now();
+        let (mask, polygons) = postprocess(&probs, size as u32, width, height, opts);
+        let timings = StageTimings {
+            decode: Duration::ZERO,
+            preprocess: t1 - t0,
+            inference: t2 - t1,
+            postprocess: t2.elapsed(),
+        };
+        Ok(Segmentation {
+            polygons,
+            width,
+            height,
+            mask,
+            timings,
+        })
+    }
+}
+
+fn check_options(opts: &SegmentOptions) -> Result<(), SegmentError> {
+    if !(opts.threshold > 0.0 && opts.threshold < 1.0) {
+        return Err(SegmentError::InvalidThreshold(opts.threshold));
+    }
+    opts.polygons.validate()?;
+    Ok(())
+}
+
+/// Threshold network probabilities, resize to the image, clean and trace.
+/// Returns the filtered mask (what the polygons rasterise to) and the polygons.
+pub(crate) fn postprocess(
+    probs: &[f32],
+    size: u32,
+    width: u32,
+    height: u32,
+    opts: &SegmentOptions,
+) -> (Mask, Vec<Polygon>) {
+    let binary: Vec<u8> = probs
+        .iter()
+        .map(|&p| u8::from(p > opts.threshold))
+        .collect();
+    let small = Mask::from_vec(size, size, binary).unwrap_or_else(|| Mask::new(size, size));
+    polygons_from_mask(&small.resize_nearest(width, height), opts)
+}
+
+/// The shared tail of the model and baseline pipelines: open/close, trace,
+/// filter, and the mask the kept polygons describe.
+pub(crate) fn polygons_from_mask(mask: &Mask, opts: &SegmentOptions) -> (Mask, Vec<Polygon>) {
+    let cleaned = open_close_3x3(mask);
+    // Ids only need to be unique within one result; seeding from the entropy
+    // pool keeps them distinct across results too.
+    let mut rng = rand_chacha::ChaCha8Rng::from_entropy();
+    let polygons = extract_polygons(&cleaned, &opts.polygons, &mut rng);
+    let filtered = rasterize_polygons(&polygons, mask.width(), mask.height());
+    (filtered, polygons)
+}

@@ -1,0 +1,264 @@
+//! Training our ResUNet from scratch on synthetic micrographs ([`crate::synth`]).
+//!
+//! AdamW (Loshchilov & Hutter, 2019) with linear warm-up and cosine decay,
+//! BCE + soft-Dice loss, batches drawn with replacement from a pool rendered
+//! once at the network resolution, dihedral augmentation. Everything random
+//! is seeded, so a run is reproducible up to floating-point summation order
+//! on the rayon pool. BatchNorm running statistics (attention gates) stay at
+//! 0/1 and are not optimised (see `model/layers.rs`).
+
+mod data;
+mod init;
+mod loss;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::model::{Model, ResUNet, ResUNetConfig, WeightsError};
+
+/// Everything that determines a training run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    /// Architecture to train.
+    pub model: ResUNetConfig,
+    /// Seed of the initial weights and of batch sampling.
+    pub seed: u64,
+    /// First synthetic sample seed of the training pool (evaluation uses a disjoint range).
+    pub data_seed: u64,
+    /// Number of synthetic samples rendered into the pool.
+    pub pool_size: usize,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Side of the random training crops cut from the network-size images
+    /// (a multiple of 32, at most `model.input_size`).
+    pub crop_size: usize,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Linear warm-up steps.
+    pub warmup_steps: usize,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Write the weights every this many steps (0: only at the end).
+    pub checkpoint_every: usize,
+    /// Where the safetensors go.
+    pub output: PathBuf,
+}
+
+impl TrainConfig {
+    /// The recipe of the shipped model (`models/README.md`).
+    pub fn shipped(output: PathBuf) -> Self {
+        Self {
+            model: ResUNetConfig::shipped(),
+            seed: 20261127,
+            data_seed: TRAIN_DATA_SEED,
+            pool_size: 1200,
+            steps: 1400,
+            batch_size: 8,
+            crop_size: 128,
+            learning_rate: 3e-3,
+            warmup_steps: 100,
+            weight_decay: 1e-4,
+            checkpoint_every: 200,
+            output,
+        }
+    }
+}
+
+/// First synthetic seed of the shipped model's training pool. Evaluation
+/// seeds must lie outside `TRAIN_DATA_SEED..TRAIN_DATA_SEED + pool_size`.
+pub const TRAIN_DATA_SEED: u64 = 1_000_000;
+
+/// What the caller is told as training goes.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum TrainEvent {
+    /// `done` of `total` pool samples rendered.
+    Pool {
+        /// Rendered so far.
+        done: usize,
+        /// Pool size.
+        total: usize,
+    },
+    /// One optimiser step finished.
+    Step {
+        /// 1-based step number.
+        step: usize,
+        /// Total steps.
+        total: usize,
+        /// Loss of this batch.
+        loss: f32,
+        /// Learning rate used.
+        lr: f64,
+    },
+    /// Weights written to the output file.
+    Checkpoint {
+        /// Step at which they were written.
+        step: usize,
+    },
+}
+
+/// Summary of a finished run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainReport {
+    /// Mean loss over the last 50 steps.
+    pub final_loss: f32,
+    /// Time spent rendering the pool.
+    pub pool_time: Duration,
+    /// Time spent in optimiser steps.
+    pub train_time: Duration,
+}
+
+/// Why training failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// The configuration cannot work.
+    #[error("invalid training config: {0}")]
+    Config(String),
+    /// A tensor operation failed.
+    #[error("training step failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+    /// The weights could not be written.
+    #[error(transparent)]
+    Save(#[from] WeightsError),
+}
+
+fn learning_rate(cfg: &TrainConfig, step: usize) -> f64 {
+    if step < cfg.warmup_steps {
+        return cfg.learning_rate * (step + 1) as f64 / cfg.warmup_steps as f64;
+    }
+    let progress = (step - cfg.warmup_steps) as f64 / (cfg.steps - cfg.warmup_steps).max(1) as f64;
+    let floor = 0.02 * cfg.learning_rate;
+    floor + (cfg.learning_rate - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// Trains a model from scratch and writes it to `cfg.output` as safetensors.
+///
+/// # Errors
+/// [`TrainError`] for a bad configuration, a failed step or a failed write.
+pub fn train(
+    cfg: &TrainConfig,
+    on_event: &(dyn Fn(TrainEvent) + Sync),
+) -> Result<TrainReport, TrainError> {
+    cfg.model
+        .validate()
+        .map_err(|e| TrainError::Config(e.to_string()))?;
+    let stride = 1usize << cfg.model.features.len();
+    if cfg.crop_size == 0 || cfg.crop_size % stride != 0 || cfg.crop_size > cfg.model.input_size {
+        return Err(TrainError::Config(format!(
+            "crop_size {} must be a positive multiple of {stride} no larger than input_size {}",
+            cfg.crop_size, cfg.model.input_size
+        )));
+    }
+    if cfg.steps == 0 || cfg.batch_size == 0 || cfg.pool_size == 0 {
+        return Err(TrainError::Config(
+            "steps, batch_size and pool_size must be positive".into(),
+        ));
+    }
+    let device = Device::Cpu;
+    let s = cfg.model.input_size;
+    let t0 = Instant::now();
+    let total = cfg.pool_size;
+    let pool = data::build_pool(cfg.data_seed, total, s as u32, &|done| {
+        on_event(TrainEvent::Pool { done, total })
+    });
+    let pool_time = t0.elapsed();
+
+    let varmap = init::seeded_varmap(&cfg.model, cfg.seed, &device)?;
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let net = ResUNet::new(&vb, &cfg.model)?;
+    let trainable: Vec<_> = {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| TrainError::Config("poisoned var map".into()))?;
+        let mut named: Vec<_> = data
+            .iter()
+            .filter(|(k, _)| !k.contains(".running_"))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        named.into_iter().map(|(_, v)| v.clone()).collect()
+    };
+    let params = ParamsAdamW {
+        lr: cfg.learning_rate,
+        weight_decay: cfg.weight_decay,
+        ..Default::default()
+    };
+    let mut opt = AdamW::new(trainable, params)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut recent = std::collections::VecDeque::with_capacity(50);
+    let t1 = Instant::now();
+    for step in 0..cfg.steps {
+        let lr = learning_rate(cfg, step);
+        opt.set_learning_rate(lr);
+        let c = cfg.crop_size;
+        let (px, tg) = data::sample_batch(&pool, cfg.batch_size, s, c, &mut rng);
+        let x = Tensor::from_vec(px, (cfg.batch_size, 3, c, c), &device)?;
+        let t = Tensor::from_vec(tg, (cfg.batch_size, 1, c, c), &device)?;
+        let loss = loss::segmentation_loss(&net.forward(&x)?, &t)?;
+        opt.backward_step(&loss)?;
+        let loss: f32 = loss.to_scalar()?;
+        if recent.len() == 50 {
+            recent.pop_front();
+        }
+        recent.push_back(loss);
+        on_event(TrainEvent::Step {
+            step: step + 1,
+            total: cfg.steps,
+            loss,
+            lr,
+        });
+        let last = step + 1 == cfg.steps;
+        if last || (cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0) {
+            save(cfg, &varmap, step + 1)?;
+            on_event(TrainEvent::Checkpoint { step: step + 1 });
+        }
+    }
+    let final_loss = recent.iter().sum::<f32>() / recent.len().max(1) as f32;
+    Ok(TrainReport {
+        final_loss,
+        pool_time,
+        train_time: t1.elapsed(),
+    })
+}
+
+fn save(cfg: &TrainConfig, varmap: &VarMap, step: usize) -> Result<(), TrainError> {
+    let tensors = {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| TrainError::Config("poisoned var map".into()))?;
+        data.iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect()
+    };
+    let mut meta = BTreeMap::new();
+    meta.insert("trained_steps".into(), step.to_string());
+    meta.insert("train_seed".into(), cfg.seed.to_string());
+    meta.insert(
+        "train_data_seed".into(),
+        format!(
+            "{}..{}",
+            cfg.data_seed,
+            cfg.data_seed + cfg.pool_size as u64
+        ),
+    );
+    meta.insert("batch_size".into(), cfg.batch_size.to_string());
+    meta.insert("crop_size".into(), cfg.crop_size.to_string());
+    meta.insert("learning_rate".into(), cfg.learning_rate.to_string());
+    let tmp = cfg.output.with_extension("safetensors.partial");
+    Model::save(&tmp, &tensors, &cfg.model, &meta)?;
+    std::fs::rename(&tmp, &cfg.output).map_err(|source| WeightsError::Io {
+        path: cfg.output.clone(),
+        source,
+    })?;
+    Ok(())
+}

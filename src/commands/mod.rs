@@ -1,0 +1,72 @@
+//! Subcommands, one file each.
+
+mod eval;
+mod segment;
+mod synth;
+mod train;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Default location of the shipped model, relative to the working directory.
+pub(crate) const SHIPPED_MODEL: &str = "models/spheroid-resunet-small.safetensors";
+
+/// Peer-to-peer worker mesh serving spheroid segmentation for SpherosegV4.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Segment one image and print (or write) the SpherosegV4 polygon JSON.
+    Segment(segment::SegmentArgs),
+    /// Train the small ResUNet from scratch on synthetic micrographs.
+    Train(train::TrainArgs),
+    /// Evaluate a model against the Otsu baseline on held-out data.
+    Eval(eval::EvalArgs),
+    /// Write one synthetic micrograph (and its mask) like those the model trains on.
+    Synth(synth::SynthArgs),
+}
+
+/// Model selection shared by the commands that run inference.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ModelArgs {
+    /// Weights: our safetensors or the old service's PyTorch checkpoint (.pth/.pth.tar).
+    #[arg(long, env = "MODEL_PATH", default_value = SHIPPED_MODEL)]
+    pub(crate) model: PathBuf,
+    /// Where to run: best (CUDA if available), cpu or cuda.
+    #[arg(long, env = "DEVICE_PREFERENCE", default_value = "best")]
+    pub(crate) device: String,
+}
+
+impl ModelArgs {
+    /// Loads the model and logs where it runs.
+    pub(crate) fn load(&self) -> anyhow::Result<spheromesh_inference::Model> {
+        use anyhow::Context;
+        let pref: spheromesh_inference::DevicePreference = self.device.parse()?;
+        let model = spheromesh_inference::Model::load(&self.model, pref)
+            .with_context(|| format!("loading model {}", self.model.display()))?;
+        tracing::info!(
+            model = %self.model.display(),
+            device = %model.device_name(),
+            features = ?model.config().features,
+            input_size = model.config().input_size,
+            "model loaded"
+        );
+        Ok(model)
+    }
+}
+
+/// Runs the parsed command line.
+pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Segment(args) => segment::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Synth(args) => synth::run(args),
+    }
+}

@@ -1,0 +1,163 @@
+//! The `spheromesh` binary end to end: real files in, real files out.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_spheromesh"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "warn");
+    c
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/brightfield.png")
+}
+
+#[test]
+fn segment_writes_contract_json_mask_and_overlay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, mask, overlay) = (
+        dir.path().join("r.json"),
+        dir.path().join("m.png"),
+        dir.path().join("o.png"),
+    );
+    let out = bin()
+        .args(["segment"])
+        .arg(example())
+        .args(["--threshold", "0.5", "--out"])
+        .arg(&json)
+        .arg("--mask")
+        .arg(&mask)
+        .arg("--overlay")
+        .arg(&overlay)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let polys = v["polygons"].as_array().unwrap();
+    assert!(!polys.is_empty(), "the example has spheroids");
+    let mut last_external = None;
+    for p in polys {
+        let id = p["id"].as_str().unwrap();
+        let kind = p["type"].as_str().unwrap();
+        let hex = id.rsplit('-').next().unwrap();
+        assert!(
+            hex.len() == 8
+                && hex
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+            "{id}"
+        );
+        match kind {
+            "external" => {
+                assert!(
+                    id.starts_with("polygon-")
+                        && p["class"] == "spheroid"
+                        && p.get("parentId").is_none()
+                );
+                last_external = Some(id.to_owned());
+            }
+            "internal" => {
+                assert!(id.starts_with("hole-") && p["class"] == "hole");
+                assert_eq!(
+                    p["parentId"].as_str(),
+                    last_external.as_deref(),
+                    "holes follow their parent"
+                );
+            }
+            other => panic!("type {other}"),
+        }
+        assert!(p["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|q| q["x"].is_i64() && q["y"].is_i64()));
+    }
+    let (w, h) = (
+        v["image_width"].as_u64().unwrap() as u32,
+        v["image_height"].as_u64().unwrap() as u32,
+    );
+    assert_eq!(image::image_dimensions(&mask).unwrap(), (w, h));
+    assert_eq!(image::image_dimensions(&overlay).unwrap(), (w, h));
+    assert_eq!(image::image_dimensions(example()).unwrap(), (w, h));
+}
+
+#[test]
+fn bad_inputs_fail_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.png");
+    std::fs::write(&text, "this is not an image").unwrap();
+    let out = bin().arg("segment").arg(&text).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not supported"), "{err}");
+
+    let out = bin()
+        .arg("segment")
+        .arg(example())
+        .args(["--threshold", "1.5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("threshold"));
+
+    let out = bin()
+        .arg("segment")
+        .arg(example())
+        .args(["--max-pixels", "1000"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pixels"));
+
+    let out = bin()
+        .arg("segment")
+        .arg(example())
+        .args(["--model", "no/such/model.safetensors"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/model.safetensors"));
+}
+
+#[test]
+fn eval_prints_the_table() {
+    let out = bin().args(["eval", "--count", "3"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("| ResUNet") && table.contains("| Otsu baseline"),
+        "{table}"
+    );
+}
+
+#[test]
+fn synth_writes_an_image_and_its_mask() {
+    let dir = tempfile::tempdir().unwrap();
+    let (img, mask) = (dir.path().join("s.png"), dir.path().join("s_mask.png"));
+    let out = bin()
+        .args(["synth", "--seed", "42", "--out"])
+        .arg(&img)
+        .arg("--mask")
+        .arg(&mask)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        image::image_dimensions(&img).unwrap(),
+        image::image_dimensions(&mask).unwrap()
+    );
+}

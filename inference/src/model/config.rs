@@ -84,7 +84,7 @@ impl ResUNetConfig {
             }
         }
         let stride = 1usize << self.features.len();
-        if self.input_size == 0 || self.input_size % stride != 0 {
+        if self.input_size == 0 || !self.input_size.is_multiple_of(stride) {
             return fail(format!(
                 "input_size {} must be a positive multiple of {stride}",
                 self.input_size

@@ -152,7 +152,10 @@ pub fn train(
         .validate()
         .map_err(|e| TrainError::Config(e.to_string()))?;
     let stride = 1usize << cfg.model.features.len();
-    if cfg.crop_size == 0 || cfg.crop_size % stride != 0 || cfg.crop_size > cfg.model.input_size {
+    if cfg.crop_size == 0
+        || !cfg.crop_size.is_multiple_of(stride)
+        || cfg.crop_size > cfg.model.input_size
+    {
         return Err(TrainError::Config(format!(
             "crop_size {} must be a positive multiple of {stride} no larger than input_size {}",
             cfg.crop_size, cfg.model.input_size

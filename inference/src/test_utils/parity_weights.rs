@@ -124,30 +124,23 @@ pub fn resunet_state_dict_shapes(
     in_ch: usize,
     out_ch: usize,
 ) -> Vec<(String, Vec<usize>)> {
-    let (Some(&first), Some(&last)) = (features.first(), features.last()) else {
-        panic!("ResUNet needs at least one feature level")
+    assert!(!features.is_empty(), "ResUNet needs at least one feature level");
+    let cfg = crate::ResUNetConfig {
+        in_channels: in_ch,
+        out_channels: out_ch,
+        features: features.to_vec(),
+        se_reduction: SE_REDUCTION,
+        ..crate::ResUNetConfig::default()
     };
+    // The loader's table, plus the counters PyTorch keeps after each BatchNorm.
     let mut out = Vec::new();
-    for (k, &f) in features.iter().rev().enumerate() {
-        let up = format!("ups.{}", 2 * k);
-        out.push((format!("{up}.weight"), vec![2 * f, f, 2, 2]));
-        out.push((format!("{up}.bias"), vec![f]));
-        residual_block(&mut out, &format!("ups.{}", 2 * k + 1), 2 * f, f);
+    for (name, shape) in crate::model::weights::expected_shapes(&cfg) {
+        let counter = name.strip_suffix(".running_var").map(|p| format!("{p}.num_batches_tracked"));
+        out.push((name, shape));
+        if let Some(counter) = counter {
+            out.push((counter, vec![]));
+        }
     }
-    let mut cin = in_ch;
-    for (k, &f) in features.iter().enumerate() {
-        residual_block(&mut out, &format!("downs.{k}"), cin, f);
-        cin = f;
-    }
-    for (k, &f) in features.iter().rev().enumerate() {
-        let gate = format!("attentions.{k}");
-        conv1x1_bn(&mut out, &format!("{gate}.W_g"), f, f / 2);
-        conv1x1_bn(&mut out, &format!("{gate}.W_x"), f, f / 2);
-        conv1x1_bn(&mut out, &format!("{gate}.psi"), f / 2, 1);
-    }
-    residual_block(&mut out, "bottleneck", last, 2 * last);
-    out.push(("final_conv.weight".into(), vec![out_ch, first, 1, 1]));
-    out.push(("final_conv.bias".into(), vec![out_ch]));
     out
 }
 
@@ -220,35 +213,6 @@ pub fn parity_model(cfg: &crate::ResUNetConfig) -> crate::Model {
     let tensors = tensors.unwrap_or_else(|e| panic!("parity_model: cannot create tensors: {e}"));
     crate::model::Model::from_tensors(tensors, cfg.clone(), device)
         .unwrap_or_else(|e| panic!("parity_model: cannot build {:?}: {e}", cfg.features))
-}
-
-/// Keys of `ResidualBlock(cin, cout)`: conv1, gn1, conv2, gn2, adjust_channels, se.
-fn residual_block(out: &mut Vec<(String, Vec<usize>)>, prefix: &str, cin: usize, cout: usize) {
-    out.push((format!("{prefix}.conv1.weight"), vec![cout, cin, 3, 3]));
-    out.push((format!("{prefix}.gn1.weight"), vec![cout]));
-    out.push((format!("{prefix}.gn1.bias"), vec![cout]));
-    out.push((format!("{prefix}.conv2.weight"), vec![cout, cout, 3, 3]));
-    out.push((format!("{prefix}.gn2.weight"), vec![cout]));
-    out.push((format!("{prefix}.gn2.bias"), vec![cout]));
-    if cin != cout {
-        out.push((
-            format!("{prefix}.adjust_channels.weight"),
-            vec![cout, cin, 1, 1],
-        ));
-    }
-    let hidden = cout / SE_REDUCTION;
-    out.push((format!("{prefix}.se.fc.0.weight"), vec![hidden, cout]));
-    out.push((format!("{prefix}.se.fc.2.weight"), vec![cout, hidden]));
-}
-
-/// Keys of `Sequential(Conv2d(cin, cout, 1, bias=True), BatchNorm2d(cout))`.
-fn conv1x1_bn(out: &mut Vec<(String, Vec<usize>)>, prefix: &str, cin: usize, cout: usize) {
-    out.push((format!("{prefix}.0.weight"), vec![cout, cin, 1, 1]));
-    out.push((format!("{prefix}.0.bias"), vec![cout]));
-    for stat in ["weight", "bias", "running_mean", "running_var"] {
-        out.push((format!("{prefix}.1.{stat}"), vec![cout]));
-    }
-    out.push((format!("{prefix}.1.num_batches_tracked"), vec![]));
 }
 
 #[cfg(test)]

@@ -9,10 +9,18 @@
 //! - [`security`]: the cluster CA and node certificates (rcgen), mutual-TLS
 //!   rustls configurations, and sealing of gossip packets with the cluster key.
 //!
-//! Membership (chitchat), the QUIC transport and the node runtime build on it.
+//! - [`membership`]: chitchat gossip over a sealed UDP transport, seeds
+//!   re-resolved every round, load keys, a tuned failure detector.
+//!
+//! - [`transport`]: QUIC (quinn) with mutual TLS against the cluster CA: a
+//!   pooled forward client and an accept loop that serves one task per stream.
+//!
+//! The node runtime (HTTP API, executor, drain) builds on these.
 #![deny(missing_docs, unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod membership;
 pub mod protocol;
 pub mod routing;
 pub mod security;
+pub mod transport;

@@ -27,6 +27,13 @@ pub(crate) struct TrainArgs {
     /// Network input side (multiple of 32).
     #[arg(long)]
     input_size: Option<usize>,
+    /// Whole-image fine-tuning steps after the crop phase.
+    #[arg(long)]
+    finetune_steps: Option<usize>,
+    /// Continue from these weights instead of a seeded initialisation
+    /// (e.g. `--init crop-phase.safetensors --steps 0` runs only the second phase).
+    #[arg(long)]
+    init: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -35,6 +42,10 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
         cfg.steps = v;
         cfg.warmup_steps = cfg.warmup_steps.min(v / 4).max(1);
     }
+    if let Some(v) = args.finetune_steps {
+        cfg.finetune_steps = v;
+    }
+    cfg.init = args.init.clone();
     if let Some(v) = args.pool {
         cfg.pool_size = v;
     }
@@ -55,7 +66,7 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
         .with_style(style("rendering pool"))
         .with_message("");
     let step_bar = ProgressBar::hidden();
-    step_bar.set_length(cfg.steps as u64);
+    step_bar.set_length((cfg.steps + cfg.finetune_steps) as u64);
     let report = train(&cfg, &|event| match event {
         TrainEvent::Pool { done, .. } => pool_bar.set_position(done as u64),
         TrainEvent::Step { step, loss, lr, .. } => {

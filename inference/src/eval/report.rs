@@ -120,6 +120,9 @@ pub fn evaluate_synthetic(
         .map(|seed| {
             let sample = synth::generate(seed);
             score_pair(segmenter, &sample.image, &sample.mask, opts)
+                .inspect(|s| {
+                    tracing::debug!(seed, tags = ?sample.tags, model_iou = s.0, baseline_iou = s.2, "scored");
+                })
                 .map(|s| (s, sample.tags.is_hard()))
                 .map_err(|source| EvalError::Segment {
                     item: format!("seed {seed}"),

@@ -124,7 +124,10 @@ pub fn resunet_state_dict_shapes(
     in_ch: usize,
     out_ch: usize,
 ) -> Vec<(String, Vec<usize>)> {
-    assert!(!features.is_empty(), "ResUNet needs at least one feature level");
+    assert!(
+        !features.is_empty(),
+        "ResUNet needs at least one feature level"
+    );
     let cfg = crate::ResUNetConfig {
         in_channels: in_ch,
         out_channels: out_ch,
@@ -135,7 +138,9 @@ pub fn resunet_state_dict_shapes(
     // The loader's table, plus the counters PyTorch keeps after each BatchNorm.
     let mut out = Vec::new();
     for (name, shape) in crate::model::weights::expected_shapes(&cfg) {
-        let counter = name.strip_suffix(".running_var").map(|p| format!("{p}.num_batches_tracked"));
+        let counter = name
+            .strip_suffix(".running_var")
+            .map(|p| format!("{p}.num_batches_tracked"));
         out.push((name, shape));
         if let Some(counter) = counter {
             out.push((counter, vec![]));

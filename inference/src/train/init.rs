@@ -8,7 +8,7 @@ use candle_nn::VarMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::model::weights::expected_shapes;
+use crate::model::weights::{check_and_convert, expected_shapes, infer_config, read_checkpoint};
 use crate::model::ResUNetConfig;
 
 /// A `VarMap` holding every tensor of the architecture, drawn from `seed`.
@@ -44,6 +44,38 @@ pub(crate) fn seeded_varmap(
             };
             let var = Var::from_tensor(&Tensor::from_vec(values, shape, device)?)?;
             data.insert(name, var);
+        }
+    }
+    Ok(varmap)
+}
+
+/// A `VarMap` holding the weights of an existing checkpoint, to continue
+/// training it. The file must describe the same architecture as `cfg`.
+pub(crate) fn varmap_from_file(
+    cfg: &ResUNetConfig,
+    path: &std::path::Path,
+    device: &Device,
+) -> Result<VarMap, super::TrainError> {
+    let checkpoint = read_checkpoint(path)?;
+    let found = infer_config(&checkpoint)?;
+    if found.features != cfg.features
+        || found.gn_groups != cfg.gn_groups
+        || found.se_reduction != cfg.se_reduction
+    {
+        return Err(super::TrainError::Config(format!(
+            "{} holds {found:?}, not the configured {cfg:?}",
+            path.display()
+        )));
+    }
+    let tensors = check_and_convert(checkpoint, cfg, device)?;
+    let varmap = VarMap::new();
+    {
+        let mut data = varmap
+            .data()
+            .lock()
+            .map_err(|_| super::TrainError::Config("poisoned var map".into()))?;
+        for (name, t) in tensors {
+            data.insert(name, Var::from_tensor(&t)?);
         }
     }
     Ok(varmap)

@@ -46,6 +46,16 @@ pub struct TrainConfig {
     pub warmup_steps: usize,
     /// AdamW weight decay.
     pub weight_decay: f64,
+    /// Second phase: steps on whole network-size images (no crop), so that
+    /// GroupNorm and squeeze-excitation statistics match inference.
+    pub finetune_steps: usize,
+    /// Images per second-phase step.
+    pub finetune_batch_size: usize,
+    /// Peak learning rate of the second phase (cosine-decayed over it).
+    pub finetune_learning_rate: f64,
+    /// Start from these weights (safetensors of the same architecture)
+    /// instead of the seeded initialisation.
+    pub init: Option<PathBuf>,
     /// Write the weights every this many steps (0: only at the end).
     pub checkpoint_every: usize,
     /// Where the safetensors go.
@@ -66,6 +76,10 @@ impl TrainConfig {
             learning_rate: 3e-3,
             warmup_steps: 100,
             weight_decay: 1e-4,
+            finetune_steps: 300,
+            finetune_batch_size: 4,
+            finetune_learning_rate: 5e-4,
+            init: None,
             checkpoint_every: 200,
             output,
         }
@@ -126,12 +140,22 @@ pub enum TrainError {
     /// A tensor operation failed.
     #[error("training step failed: {0}")]
     Tensor(#[from] candle_core::Error),
-    /// The weights could not be written.
+    /// Weights could not be read (`init`) or written.
     #[error(transparent)]
-    Save(#[from] WeightsError),
+    Weights(#[from] WeightsError),
 }
 
+/// The schedule over both phases: warm-up + cosine over the crop phase, then
+/// a fresh cosine from `finetune_learning_rate` over the whole-image phase.
 fn learning_rate(cfg: &TrainConfig, step: usize) -> f64 {
+    if step >= cfg.steps {
+        let progress = (step - cfg.steps) as f64 / cfg.finetune_steps.max(1) as f64;
+        let (peak, floor) = (
+            cfg.finetune_learning_rate,
+            0.02 * cfg.finetune_learning_rate,
+        );
+        return floor + (peak - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+    }
     if step < cfg.warmup_steps {
         return cfg.learning_rate * (step + 1) as f64 / cfg.warmup_steps as f64;
     }
@@ -161,9 +185,13 @@ pub fn train(
             cfg.crop_size, cfg.model.input_size
         )));
     }
-    if cfg.steps == 0 || cfg.batch_size == 0 || cfg.pool_size == 0 {
+    if cfg.steps + cfg.finetune_steps == 0
+        || cfg.batch_size == 0
+        || cfg.finetune_batch_size == 0
+        || cfg.pool_size == 0
+    {
         return Err(TrainError::Config(
-            "steps, batch_size and pool_size must be positive".into(),
+            "steps (of either phase), batch sizes and pool_size must be positive".into(),
         ));
     }
     let device = Device::Cpu;
@@ -175,7 +203,10 @@ pub fn train(
     });
     let pool_time = t0.elapsed();
 
-    let varmap = init::seeded_varmap(&cfg.model, cfg.seed, &device)?;
+    let varmap = match &cfg.init {
+        Some(path) => init::varmap_from_file(&cfg.model, path, &device)?,
+        None => init::seeded_varmap(&cfg.model, cfg.seed, &device)?,
+    };
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let net = ResUNet::new(&vb, &cfg.model)?;
     let trainable: Vec<_> = {
@@ -199,13 +230,18 @@ pub fn train(
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut recent = std::collections::VecDeque::with_capacity(50);
     let t1 = Instant::now();
-    for step in 0..cfg.steps {
+    let total_steps = cfg.steps + cfg.finetune_steps;
+    for step in 0..total_steps {
         let lr = learning_rate(cfg, step);
         opt.set_learning_rate(lr);
-        let c = cfg.crop_size;
-        let (px, tg) = data::sample_batch(&pool, cfg.batch_size, s, c, &mut rng);
-        let x = Tensor::from_vec(px, (cfg.batch_size, 3, c, c), &device)?;
-        let t = Tensor::from_vec(tg, (cfg.batch_size, 1, c, c), &device)?;
+        let (c, b) = if step < cfg.steps {
+            (cfg.crop_size, cfg.batch_size)
+        } else {
+            (s, cfg.finetune_batch_size)
+        };
+        let (px, tg) = data::sample_batch(&pool, b, s, c, &mut rng);
+        let x = Tensor::from_vec(px, (b, 3, c, c), &device)?;
+        let t = Tensor::from_vec(tg, (b, 1, c, c), &device)?;
         let loss = loss::segmentation_loss(&net.forward(&x)?, &t)?;
         opt.backward_step(&loss)?;
         let loss: f32 = loss.to_scalar()?;
@@ -215,11 +251,11 @@ pub fn train(
         recent.push_back(loss);
         on_event(TrainEvent::Step {
             step: step + 1,
-            total: cfg.steps,
+            total: total_steps,
             loss,
             lr,
         });
-        let last = step + 1 == cfg.steps;
+        let last = step + 1 == total_steps;
         if last || (cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0) {
             save(cfg, &varmap, step + 1)?;
             on_event(TrainEvent::Checkpoint { step: step + 1 });
@@ -256,6 +292,11 @@ fn save(cfg: &TrainConfig, varmap: &VarMap, step: usize) -> Result<(), TrainErro
     );
     meta.insert("batch_size".into(), cfg.batch_size.to_string());
     meta.insert("crop_size".into(), cfg.crop_size.to_string());
+    meta.insert("finetune_steps".into(), cfg.finetune_steps.to_string());
+    meta.insert(
+        "finetune_batch_size".into(),
+        cfg.finetune_batch_size.to_string(),
+    );
     meta.insert("learning_rate".into(), cfg.learning_rate.to_string());
     let tmp = cfg.output.with_extension("safetensors.partial");
     Model::save(&tmp, &tensors, &cfg.model, &meta)?;

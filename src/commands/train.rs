@@ -27,9 +27,10 @@ pub(crate) struct TrainArgs {
     /// Network input side (multiple of 32).
     #[arg(long)]
     input_size: Option<usize>,
-    /// Whole-image fine-tuning steps after the crop phase.
-    #[arg(long)]
-    finetune_steps: Option<usize>,
+    /// Whole-image fine-tuning after the crop phase: cycle lengths in steps,
+    /// comma separated (each restarts the cosine schedule).
+    #[arg(long, value_delimiter = ',')]
+    finetune_cycles: Option<Vec<usize>>,
     /// Continue from these weights instead of a seeded initialisation
     /// (e.g. `--init crop-phase.safetensors --steps 0` runs only the second phase).
     #[arg(long)]
@@ -42,8 +43,8 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
         cfg.steps = v;
         cfg.warmup_steps = cfg.warmup_steps.min(v / 4).max(1);
     }
-    if let Some(v) = args.finetune_steps {
-        cfg.finetune_steps = v;
+    if let Some(v) = args.finetune_cycles {
+        cfg.finetune_cycles = v;
     }
     cfg.init = args.init.clone();
     if let Some(v) = args.pool {
@@ -66,7 +67,7 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
         .with_style(style("rendering pool"))
         .with_message("");
     let step_bar = ProgressBar::hidden();
-    step_bar.set_length((cfg.steps + cfg.finetune_steps) as u64);
+    step_bar.set_length((cfg.steps + cfg.finetune_steps()) as u64);
     let report = train(&cfg, &|event| match event {
         TrainEvent::Pool { done, .. } => pool_bar.set_position(done as u64),
         TrainEvent::Step { step, loss, lr, .. } => {

@@ -127,6 +127,19 @@ mod tests {
     }
 
     #[test]
+    fn parameter_count_agrees_with_the_state_dict_table() {
+        for cfg in [ResUNetConfig::default(), ResUNetConfig::shipped()] {
+            let table: usize = super::super::weights::expected_shapes(&cfg)
+                .iter()
+                .filter(|(k, _)| !k.contains(".running_"))
+                .map(|(_, s)| s.iter().product::<usize>())
+                .sum();
+            assert_eq!(cfg.parameter_count(), table);
+        }
+        assert_eq!(ResUNetConfig::shipped().parameter_count(), 2_111_012);
+    }
+
+    #[test]
     fn shipped_config_is_valid_and_bad_ones_name_the_rule() {
         ResUNetConfig::shipped().validate().unwrap();
         ResUNetConfig::default().validate().unwrap();

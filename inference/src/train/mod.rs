@@ -47,8 +47,10 @@ pub struct TrainConfig {
     /// AdamW weight decay.
     pub weight_decay: f64,
     /// Second phase: steps on whole network-size images (no crop), so that
-    /// GroupNorm and squeeze-excitation statistics match inference.
-    pub finetune_steps: usize,
+    /// GroupNorm and squeeze-excitation statistics match inference, as cosine
+    /// cycles with warm restarts (SGDR, Loshchilov & Hutter 2017): each entry
+    /// is one cycle's length, starting again from `finetune_learning_rate`.
+    pub finetune_cycles: Vec<usize>,
     /// Images per second-phase step.
     pub finetune_batch_size: usize,
     /// Peak learning rate of the second phase (cosine-decayed over it).
@@ -76,13 +78,20 @@ impl TrainConfig {
             learning_rate: 3e-3,
             warmup_steps: 100,
             weight_decay: 1e-4,
-            finetune_steps: 300,
+            finetune_cycles: vec![300, 400],
             finetune_batch_size: 4,
             finetune_learning_rate: 5e-4,
             init: None,
             checkpoint_every: 200,
             output,
         }
+    }
+}
+
+impl TrainConfig {
+    /// Total steps of the whole-image phase.
+    pub fn finetune_steps(&self) -> usize {
+        self.finetune_cycles.iter().sum()
     }
 }
 
@@ -149,7 +158,16 @@ pub enum TrainError {
 /// a fresh cosine from `finetune_learning_rate` over the whole-image phase.
 fn learning_rate(cfg: &TrainConfig, step: usize) -> f64 {
     if step >= cfg.steps {
-        let progress = (step - cfg.steps) as f64 / cfg.finetune_steps.max(1) as f64;
+        let mut pos = step - cfg.steps;
+        let mut len = 1;
+        for &cycle in &cfg.finetune_cycles {
+            len = cycle.max(1);
+            if pos < cycle {
+                break;
+            }
+            pos -= cycle;
+        }
+        let progress = pos as f64 / len as f64;
         let (peak, floor) = (
             cfg.finetune_learning_rate,
             0.02 * cfg.finetune_learning_rate,
@@ -185,7 +203,7 @@ pub fn train(
             cfg.crop_size, cfg.model.input_size
         )));
     }
-    if cfg.steps + cfg.finetune_steps == 0
+    if cfg.steps + cfg.finetune_steps() == 0
         || cfg.batch_size == 0
         || cfg.finetune_batch_size == 0
         || cfg.pool_size == 0
@@ -230,7 +248,7 @@ pub fn train(
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut recent = std::collections::VecDeque::with_capacity(50);
     let t1 = Instant::now();
-    let total_steps = cfg.steps + cfg.finetune_steps;
+    let total_steps = cfg.steps + cfg.finetune_steps();
     for step in 0..total_steps {
         let lr = learning_rate(cfg, step);
         opt.set_learning_rate(lr);
@@ -292,7 +310,10 @@ fn save(cfg: &TrainConfig, varmap: &VarMap, step: usize) -> Result<(), TrainErro
     );
     meta.insert("batch_size".into(), cfg.batch_size.to_string());
     meta.insert("crop_size".into(), cfg.crop_size.to_string());
-    meta.insert("finetune_steps".into(), cfg.finetune_steps.to_string());
+    meta.insert(
+        "finetune_cycles".into(),
+        format!("{:?}", cfg.finetune_cycles),
+    );
     meta.insert(
         "finetune_batch_size".into(),
         cfg.finetune_batch_size.to_string(),
@@ -305,4 +326,42 @@ fn save(cfg: &TrainConfig, varmap: &VarMap, step: usize) -> Result<(), TrainErro
         source,
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_decays_and_restarts_each_finetune_cycle() {
+        let cfg = TrainConfig::shipped("unused".into());
+        assert!(learning_rate(&cfg, 0) < learning_rate(&cfg, cfg.warmup_steps - 1));
+        assert!(
+            (learning_rate(&cfg, cfg.warmup_steps) - cfg.learning_rate).abs()
+                < 1e-3 * cfg.learning_rate
+        );
+        assert!(learning_rate(&cfg, cfg.steps - 1) < 0.05 * cfg.learning_rate);
+        let first = cfg.finetune_cycles[0];
+        assert_eq!(learning_rate(&cfg, cfg.steps), cfg.finetune_learning_rate);
+        assert!(learning_rate(&cfg, cfg.steps + first - 1) < 0.05 * cfg.finetune_learning_rate);
+        assert_eq!(
+            learning_rate(&cfg, cfg.steps + first),
+            cfg.finetune_learning_rate
+        );
+        assert_eq!(
+            cfg.finetune_steps(),
+            cfg.finetune_cycles.iter().sum::<usize>()
+        );
+    }
+
+    #[test]
+    fn bad_configs_are_refused_before_any_work() {
+        let mut cfg = TrainConfig::shipped("unused".into());
+        cfg.crop_size = 100;
+        assert!(matches!(train(&cfg, &|_| {}), Err(TrainError::Config(_))));
+        let mut cfg = TrainConfig::shipped("unused".into());
+        cfg.steps = 0;
+        cfg.finetune_cycles.clear();
+        assert!(matches!(train(&cfg, &|_| {}), Err(TrainError::Config(_))));
+    }
 }

@@ -11,7 +11,7 @@
 //! | `postprocess/256_to_1024` | threshold, resize to 1024, 3x3 open/close, polygons, filtered mask |
 //! | `segment_end_to_end_shipped_1024/png` | [`Segmenter::segment_bytes`] on a 1024x1024 PNG |
 //!
-//! The original architecture gets the deterministic `parity-v1` weights
+//! The original architecture gets the deterministic `parity-v2` weights
 //! ([`test_utils::parity_model`]): a forward pass costs the same whatever the values, and
 //! these are the weights `forward.py` loads into PyTorch, so the two timings compare the
 //! same computation.

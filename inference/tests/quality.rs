@@ -45,10 +45,13 @@ fn shipped_model_holds_its_measured_quality_on_held_out_data() {
         report.model.hard.count
     );
     assert!(
-        report.model.overall.iou >= 0.92,
-        "mean IoU {:.4} < 0.92",
+        report.model.overall.iou >= MIN_MEAN_IOU,
+        "mean IoU {:.4} < {MIN_MEAN_IOU}",
         report.model.overall.iou
     );
     let gain = report.model.hard.iou - report.baseline.hard.iou;
-    assert!(gain >= 0.10, "hard-subset gain over Otsu {gain:.4} < 0.10");
+    assert!(
+        gain >= MIN_HARD_GAIN,
+        "hard-subset gain over Otsu {gain:.4} < {MIN_HARD_GAIN}"
+    );
 }

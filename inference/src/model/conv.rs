@@ -141,6 +141,27 @@ thread_local! {
     static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Calls `f(ptr, row_stride)` with the `[Ci*k*k, (y1-y0)*W]` unrolled tile of
+/// image `src`: the image rows themselves for a 1x1 convolution (no copy),
+/// else a thread-local im2col buffer.
+fn with_unrolled(
+    src: &[f32],
+    g: &Geometry,
+    y0: usize,
+    y1: usize,
+    f: impl FnOnce(*const f32, isize),
+) {
+    if g.is_pointwise() {
+        f(src[y0 * g.width..].as_ptr(), g.plane() as isize);
+    } else {
+        COL.with(|c| {
+            let mut col = c.borrow_mut();
+            im2col(src, g, y0, y1, &mut col);
+            f(col.as_ptr(), ((y1 - y0) * g.width) as isize);
+        });
+    }
+}
+
 /// `out[b] = W @ im2col(x[b])`, tile by tile.
 fn conv_forward(x: &[f32], w: &[f32], g: &Geometry, c_out: usize) -> Vec<f32> {
     let plane = g.plane();
@@ -177,15 +198,7 @@ fn conv_forward(x: &[f32], w: &[f32], g: &Geometry, c_out: usize) -> Vec<f32> {
                 par,
             )
         };
-        if g.is_pointwise() {
-            run(src[y0 * g.width..].as_ptr(), plane as isize);
-        } else {
-            COL.with(|c| {
-                let mut col = c.borrow_mut();
-                im2col(src, g, y0, y1, &mut col);
-                run(col.as_ptr(), n as isize);
-            });
-        }
+        with_unrolled(src, g, y0, y1, run);
     });
     out
 }
@@ -223,15 +236,7 @@ fn conv_weight_grad(x: &[f32], dy: &[f32], g: &Geometry, c_out: usize) -> Vec<f3
                 par,
             )
         };
-        if g.is_pointwise() {
-            run(src[y0 * g.width..].as_ptr(), plane as isize);
-        } else {
-            COL.with(|c| {
-                let mut col = c.borrow_mut();
-                im2col(src, g, y0, y1, &mut col);
-                run(col.as_ptr(), n as isize);
-            });
-        }
+        with_unrolled(src, g, y0, y1, &mut run);
     };
     tiles
         .par_iter()

@@ -199,15 +199,6 @@ fn follow_border(
 mod tests {
     use super::*;
 
-    fn from_rows(rows: &[&str]) -> Mask {
-        let w = rows[0].len() as u32;
-        let data = rows
-            .iter()
-            .flat_map(|r| r.bytes().map(|b| u8::from(b == b'#')))
-            .collect();
-        Mask::from_vec(w, rows.len() as u32, data).unwrap()
-    }
-
     fn outer(points: &[(i32, i32)], parent: Option<usize>) -> Contour {
         Contour {
             points: points.to_vec(),
@@ -229,14 +220,16 @@ mod tests {
 
     #[test]
     fn single_pixel_is_one_point() {
-        let got = find_contours(&from_rows(&["....", "..#.", "...."]));
+        let got = find_contours(&Mask::from_rows(&["....", "..#.", "...."]));
         assert_eq!(got, vec![outer(&[(2, 1)], None)]);
         assert_eq!(contour_area(&got[0].points), 0.0);
     }
 
     #[test]
     fn square_lists_its_eight_border_pixels() {
-        let got = find_contours(&from_rows(&[".....", ".###.", ".###.", ".###.", "....."]));
+        let got = find_contours(&Mask::from_rows(&[
+            ".....", ".###.", ".###.", ".###.", ".....",
+        ]));
         let want = [
             (1, 1),
             (1, 2),
@@ -253,7 +246,9 @@ mod tests {
 
     #[test]
     fn ring_touching_the_frame_has_a_hole() {
-        let got = find_contours(&from_rows(&["#####", "#...#", "#...#", "#...#", "#####"]));
+        let got = find_contours(&Mask::from_rows(&[
+            "#####", "#...#", "#...#", "#...#", "#####",
+        ]));
         let ext = [
             (0, 0),
             (0, 1),
@@ -293,7 +288,7 @@ mod tests {
 
     #[test]
     fn object_in_a_hole_nests_two_levels() {
-        let got = find_contours(&from_rows(&[
+        let got = find_contours(&Mask::from_rows(&[
             "#######", "#.....#", "#.###.#", "#.#.#.#", "#.###.#", "#.....#", "#######",
         ]));
         assert_eq!(got.len(), 4);
@@ -323,7 +318,7 @@ mod tests {
 
     #[test]
     fn diagonal_pixels_form_one_object() {
-        let got = find_contours(&from_rows(&["#...", ".#..", "..#.", ".#.#"]));
+        let got = find_contours(&Mask::from_rows(&["#...", ".#..", "..#.", ".#.#"]));
         let want = [
             (0, 0),
             (1, 1),
@@ -339,10 +334,10 @@ mod tests {
 
     #[test]
     fn lines_and_full_frames() {
-        let line = find_contours(&from_rows(&["....", "####", "...."]));
+        let line = find_contours(&Mask::from_rows(&["....", "####", "...."]));
         let want = [(0, 1), (1, 1), (2, 1), (3, 1), (2, 1), (1, 1)];
         assert_eq!(line, vec![outer(&want, None)]);
-        let full = find_contours(&from_rows(&["###", "###"]));
+        let full = find_contours(&Mask::from_rows(&["###", "###"]));
         let want = [(0, 0), (0, 1), (1, 1), (2, 1), (2, 0), (1, 0)];
         assert_eq!(full, vec![outer(&want, None)]);
         assert!(find_contours(&Mask::new(3, 3)).is_empty());
@@ -365,7 +360,7 @@ mod tests {
         assert_eq!(cases.len(), 63);
         for (n, case) in cases.iter().enumerate() {
             let rows: Vec<&str> = case.rows.iter().map(String::as_str).collect();
-            let got = find_contours(&from_rows(&rows));
+            let got = find_contours(&Mask::from_rows(&rows));
             // OpenCV lists contours in tree order; compare by (start, kind).
             let want: Vec<Contour> = case
                 .contours

@@ -16,6 +16,17 @@ pub struct Mask {
 }
 
 impl Mask {
+    /// Test helper: a mask drawn as text rows, `#` foreground, anything else background.
+    #[cfg(test)]
+    pub(crate) fn from_rows(rows: &[&str]) -> Mask {
+        let w = rows[0].len() as u32;
+        let data = rows
+            .iter()
+            .flat_map(|r| r.bytes().map(|b| u8::from(b == b'#')))
+            .collect();
+        Mask::from_vec(w, rows.len() as u32, data).unwrap()
+    }
+
     /// An all-background mask of the given size.
     pub fn new(width: u32, height: u32) -> Self {
         Self {

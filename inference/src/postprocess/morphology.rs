@@ -130,27 +130,18 @@ mod tests {
         out
     }
 
-    fn from_rows(rows: &[&str]) -> Mask {
-        let w = rows[0].len() as u32;
-        let data = rows
-            .iter()
-            .flat_map(|r| r.bytes().map(|b| u8::from(b == b'#')))
-            .collect();
-        Mask::from_vec(w, rows.len() as u32, data).unwrap()
-    }
-
     #[test]
     fn erosion_keeps_objects_touching_the_frame() {
-        let m = from_rows(&["##..", "##..", "...."]);
-        assert_eq!(erode_3x3(&m), from_rows(&["#...", "....", "...."]));
-        let full = from_rows(&["###", "###"]);
+        let m = Mask::from_rows(&["##..", "##..", "...."]);
+        assert_eq!(erode_3x3(&m), Mask::from_rows(&["#...", "....", "...."]));
+        let full = Mask::from_rows(&["###", "###"]);
         assert_eq!(erode_3x3(&full), full);
     }
 
     #[test]
     fn dilation_treats_outside_as_background() {
-        let m = from_rows(&["....", ".#..", "...."]);
-        assert_eq!(dilate_3x3(&m), from_rows(&["###.", "###.", "###."]));
+        let m = Mask::from_rows(&["....", ".#..", "...."]);
+        assert_eq!(dilate_3x3(&m), Mask::from_rows(&["###.", "###.", "###."]));
         assert_eq!(dilate_3x3(&Mask::new(3, 3)), Mask::new(3, 3));
     }
 
@@ -159,7 +150,7 @@ mod tests {
         // Golden from cv2.morphologyEx OPEN then CLOSE with ones((3,3))
         // (OpenCV 5.0.0): the speck goes, the pinhole is filled, the 2x2
         // object in the corner survives because erosion pads with foreground.
-        let m = from_rows(&[
+        let m = Mask::from_rows(&[
             "#...........",
             "............",
             "..########..",
@@ -172,7 +163,7 @@ mod tests {
             "..........##",
             "..........##",
         ]);
-        let want = from_rows(&[
+        let want = Mask::from_rows(&[
             "............",
             "............",
             "..########..",

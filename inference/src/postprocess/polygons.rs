@@ -167,15 +167,6 @@ mod tests {
     use super::*;
     use rand::rngs::mock::StepRng;
 
-    fn from_rows(rows: &[&str]) -> Mask {
-        let w = rows[0].len() as u32;
-        let data = rows
-            .iter()
-            .flat_map(|r| r.bytes().map(|b| u8::from(b == b'#')))
-            .collect();
-        Mask::from_vec(w, rows.len() as u32, data).unwrap()
-    }
-
     fn no_limits() -> PolygonOptions {
         PolygonOptions {
             min_external_area: 0.0,
@@ -186,7 +177,7 @@ mod tests {
 
     #[test]
     fn json_matches_the_contract_example_shape() {
-        let m = from_rows(&["#####", "#...#", "#.#.#", "#...#", "#####"]);
+        let m = Mask::from_rows(&["#####", "#...#", "#.#.#", "#...#", "#####"]);
         // StepRng yields 0x1a2b3c4d, 0x1a2b3c4e, ...
         let mut rng = StepRng::new(0x1a2b_3c4d, 1);
         let got = extract_polygons(&m, &no_limits(), &mut rng);
@@ -279,7 +270,7 @@ mod tests {
 
     #[test]
     fn constant_rng_still_gives_unique_ids() {
-        let m = from_rows(&["#.#.#", ".....", "#.#.#"]);
+        let m = Mask::from_rows(&["#.#.#", ".....", "#.#.#"]);
         let got = extract_polygons(&m, &no_limits(), &mut StepRng::new(u64::from(u32::MAX), 0));
         let ids: Vec<_> = got.iter().map(|p| p.id.as_str()).collect();
         assert_eq!(

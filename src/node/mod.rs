@@ -1,0 +1,5 @@
+//! The node runtime.
+
+mod task;
+
+pub use task::{SegmentTask, TaskError, TaskResult, TaskRunner};

@@ -101,6 +101,11 @@ impl Segmenter {
         &self.model
     }
 
+    /// The decode limits applied to every image.
+    pub fn limits(&self) -> &DecodeLimits {
+        &self.limits
+    }
+
     /// Segments encoded image bytes (PNG, JPEG, TIFF, BMP).
     ///
     /// # Errors

@@ -1,9 +1,12 @@
 //! Subcommands, one file each.
 
+mod certs;
 mod eval;
+mod node;
 mod segment;
 mod synth;
 mod train;
+mod up;
 
 use std::path::PathBuf;
 
@@ -30,6 +33,12 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Write one synthetic micrograph (and its mask) like those the model trains on.
     Synth(synth::SynthArgs),
+    /// Run one mesh node: HTTP API, gossip membership, QUIC forwarding.
+    Node(node::NodeArgs),
+    /// Create the cluster CA, node certificates or a cluster key.
+    Certs(certs::CertsArgs),
+    /// Start a local mesh of N nodes with the shipped model (Ctrl-C drains it).
+    Up(up::UpArgs),
 }
 
 /// Model selection shared by the commands that run inference.
@@ -68,5 +77,8 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Synth(args) => synth::run(args),
+        Command::Node(args) => node::run(args),
+        Command::Certs(args) => certs::run(args),
+        Command::Up(args) => up::run(args),
     }
 }

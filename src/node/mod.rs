@@ -1,5 +1,16 @@
-//! The node runtime.
+//! The node runtime: an [`Executor`] with bounded slots and queue, a [`Dispatcher`] that
+//! runs each task here or forwards it over the mesh, and the task types every entry point
+//! (HTTP, RabbitMQ, QUIC peers) shares.
 
+mod dispatch;
+mod engine;
+mod executor;
+pub mod metrics;
+mod peers;
 mod task;
 
+pub use dispatch::{Dispatcher, DEFAULT_SERVICE};
+pub use engine::{Engine, EngineOutput, SyntheticSpec, SYNTHETIC_PREFIX};
+pub use executor::{Admission, Executor, ExecutorLimits, LocalRun};
+pub use peers::{Inflight, PeerTable};
 pub use task::{SegmentTask, TaskError, TaskResult, TaskRunner};

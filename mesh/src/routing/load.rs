@@ -8,8 +8,10 @@
 //! ```
 //!
 //! * `outstanding`: for a peer, the gossiped `active` (running + queued) **plus**
-//!   `local_inflight`, the tasks this node has forwarded to it and not yet seen answered;
-//!   for this node, its own `active`.
+//!   `local_inflight`, the tasks this node has forwarded to it since the peer's last gossip
+//!   report and not yet seen answered (forwards older than the report are already in its
+//!   `active`; counting them again made a single entry node queue work locally while its
+//!   peers had free slots); for this node, its own `active`.
 //! * `+ 1`: the task being placed, so an idle node still costs one service time.
 //! * `capacity`: parallel slots; dividing by it spreads the queue over the slots.
 //! * `service`: the gossiped service-time EWMA (mean time per task), or `default_service`
@@ -22,9 +24,10 @@
 //! Gossip refreshes `active` only every 100–500 ms, so between rounds it is stale; adding
 //! `local_inflight` is the correction, as tower's `PendingRequests`
 //! (tower/src/load/pending_requests.rs) counts requests in flight and
-//! `PeakEwma` (tower/src/load/peak_ewma.rs) weights them by latency. Right after a gossip
-//! round the two may overlap and count a task twice; that errs towards spreading load,
-//! which is the safe side for a balancer.
+//! `PeakEwma` (tower/src/load/peak_ewma.rs) weights them by latency. The report time is
+//! known only to within a round (the heartbeat that carried it), so a task sent just before
+//! a report may be counted twice for one round; that errs towards spreading load, the safe
+//! side for a balancer.
 
 use std::fmt;
 use std::time::Duration;
@@ -86,7 +89,8 @@ pub struct PeerView {
     pub queue_limit: u32,
     /// The peer's gossiped mean task time; `None` until it has measured one.
     pub service_ewma: Option<Duration>,
-    /// Tasks this node has forwarded to the peer and not yet seen answered.
+    /// Tasks this node has forwarded to the peer since its last gossip report and not yet
+    /// seen answered.
     pub local_inflight: u32,
     /// This node's circuit breaker for the peer refuses new tasks.
     pub breaker_open: bool,

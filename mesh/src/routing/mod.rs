@@ -12,7 +12,8 @@
 //!   `draining`, `active`, `capacity`, `queue_limit`, `service_ewma`) plus what only this
 //!   node knows (`local_inflight`, `breaker_open`). [`score`] turns it into an expected
 //!   completion time, `(active + local_inflight + 1) / capacity × service_ewma`; gossip is
-//!   100–500 ms stale and `local_inflight` corrects that between rounds.
+//!   100–500 ms stale and `local_inflight` (forwards sent since the peer's last report)
+//!   corrects that between rounds.
 //! * `p2c`: [`choose`] (or [`pick`], which also returns both candidates for tracing) gives a
 //!   [`Decision`]: `Local`, `Forward { first, second }` or `Busy`.
 //! * `breaker`: one [`CircuitBreaker`] per peer; `would_allow(now)` fills `breaker_open`,

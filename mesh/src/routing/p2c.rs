@@ -72,9 +72,9 @@ pub fn choose<R: Rng + ?Sized>(
 /// Eligible peers are those for which [`PeerView::is_candidate`] holds: ready, not draining,
 /// breaker closed, and `active + local_inflight < capacity + queue_limit`. Two distinct ones
 /// are drawn (one if only one is eligible) and ordered by [`score`], ties keeping draw order.
-/// The task stays [`Decision::Local`] when this node has room and its own score is no worse
-/// than the better candidate's: with a free slot that keeps work off the network, and when
-/// only the queue has room it still beats a peer that is no better. Otherwise it is
+/// The task stays [`Decision::Local`] when this node has a free slot and its own score is no
+/// worse than the better candidate's (that keeps work off the network), or when only its
+/// queue has room and its score is strictly better. Otherwise it is
 /// [`Decision::Forward`] to the candidates, and [`Decision::Busy`] when neither this node
 /// nor any peer has room.
 ///
@@ -107,7 +107,17 @@ pub fn pick<R: Rng + ?Sized>(
         }
     };
 
-    let local_ok = local.has_room() && first.as_ref().is_none_or(|f| local_score <= f.score);
+    // With a free slot, a tie keeps the task here (no network hop); with only queue room
+    // left, this node must be strictly better, or a tie would queue here while a peer
+    // at the same expected wait may have a slot free by the time the task lands.
+    let local_ok = local.has_room()
+        && first.as_ref().is_none_or(|f| {
+            if local.has_free_slot() {
+                local_score <= f.score
+            } else {
+                local_score < f.score
+            }
+        });
     let decision = match &first {
         _ if local_ok => Decision::Local,
         Some(f) => Decision::Forward {

@@ -1,0 +1,153 @@
+//! `spheromesh node`: one long-running mesh node.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use spheromesh::node::{Engine, ExecutorLimits, SyntheticSpec, SYNTHETIC_PREFIX};
+use spheromesh::runtime::{self, NodeConfig};
+use spheromesh_inference::{DecodeLimits, Segmenter};
+use spheromesh_mesh::security::key_from_secret;
+
+/// Arguments of `spheromesh node`; every flag has an environment fallback.
+#[derive(Debug, clap::Args)]
+pub(crate) struct NodeArgs {
+    /// HTTP API listen address.
+    #[arg(long, env = "HTTP_LISTEN", default_value = "0.0.0.0:5002")]
+    pub(crate) http_listen: SocketAddr,
+    /// QUIC (forwarded tasks) listen address, UDP.
+    #[arg(long, env = "QUIC_LISTEN", default_value = "0.0.0.0:5003")]
+    pub(crate) quic_listen: SocketAddr,
+    /// Gossip listen address, UDP.
+    #[arg(long, env = "GOSSIP_LISTEN", default_value = "0.0.0.0:7946")]
+    pub(crate) gossip_listen: SocketAddr,
+    /// IP peers reach this node at (default: the listen IP, or 127.0.0.1 for 0.0.0.0).
+    #[arg(long, env = "ADVERTISE_HOST")]
+    pub(crate) advertise_host: Option<IpAddr>,
+    /// Gossip addresses of seed nodes, `host:port`, comma-separated; DNS names are
+    /// re-resolved every round.
+    #[arg(long, env = "SEEDS", value_delimiter = ',')]
+    pub(crate) seeds: Vec<String>,
+    /// Instance id (default: `HOSTNAME`, else the host name).
+    #[arg(long, env = "HOSTNAME")]
+    pub(crate) instance_id: Option<String>,
+    /// Cluster name; nodes of another cluster are refused.
+    #[arg(long, env = "CLUSTER_ID", default_value = "spheromesh")]
+    pub(crate) cluster_id: String,
+    /// Tasks run in parallel on this node.
+    #[arg(long, env = "MAX_CONCURRENT_TASKS", default_value_t = 4)]
+    pub(crate) max_concurrent_tasks: u32,
+    /// Tasks that may wait for a slot here before this node answers busy.
+    #[arg(long, env = "QUEUE_LIMIT", default_value_t = 8)]
+    pub(crate) queue_limit: u32,
+    /// Model runs at once on the CPU (default: the number of cores).
+    #[arg(long, env = "INFERENCE_THREADS")]
+    pub(crate) inference_threads: Option<u32>,
+    /// Weights (safetensors or PyTorch checkpoint), or `synthetic:MS` for the test double
+    /// that only takes MS milliseconds per task.
+    #[arg(long, env = "MODEL_PATH", default_value = super::SHIPPED_MODEL)]
+    pub(crate) model: String,
+    /// Where to run: best, cpu or cuda.
+    #[arg(long, env = "DEVICE_PREFERENCE", default_value = "best")]
+    pub(crate) device: String,
+    /// Folder with `ca.pem`, `<instance-id>.pem` and `<instance-id>.key` (see `spheromesh certs`).
+    #[arg(long, env = "SPHEROMESH_TLS_DIR")]
+    pub(crate) tls_dir: Option<PathBuf>,
+    /// Cluster key sealing gossip: 64 hex digits or a passphrase of 16+ characters.
+    #[arg(long, env = "SPHEROMESH_CLUSTER_KEY", hide_env_values = true)]
+    pub(crate) cluster_key: Option<String>,
+    /// Seconds in-flight work gets to finish on SIGTERM.
+    #[arg(long, env = "DRAIN_GRACE_SECS", default_value_t = 30)]
+    pub(crate) drain_grace_secs: u64,
+    /// Gossip round period in milliseconds.
+    #[arg(long, env = "GOSSIP_INTERVAL_MS", default_value_t = 200)]
+    pub(crate) gossip_interval_ms: u64,
+    /// Milliseconds of silence after which a peer is dead.
+    #[arg(long, env = "DEAD_AFTER_MS", default_value_t = 2000)]
+    pub(crate) dead_after_ms: u64,
+    /// Longest time an HTTP request may take, in seconds.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 300)]
+    pub(crate) request_timeout_secs: u64,
+    /// Root of the shared uploads volume, for JSON `{"image_path": ...}` requests.
+    #[arg(long, env = "UPLOADS_ROOT")]
+    pub(crate) uploads_root: Option<PathBuf>,
+    /// Largest accepted image, in bytes.
+    #[arg(long, default_value_t = DecodeLimits::DEFAULT_MAX_BYTES)]
+    pub(crate) max_bytes: usize,
+    /// Largest accepted image, in pixels.
+    #[arg(long, default_value_t = DecodeLimits::DEFAULT_MAX_PIXELS)]
+    pub(crate) max_pixels: u64,
+}
+
+pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let instance_id = match args.instance_id.clone().filter(|s| !s.trim().is_empty()) {
+        Some(id) => id,
+        None => sysinfo::System::host_name().context("no --instance-id, HOSTNAME or host name")?,
+    };
+    let limits = DecodeLimits {
+        max_bytes: args.max_bytes,
+        max_pixels: args.max_pixels,
+    };
+    let engine = load_engine(&args, limits)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let cluster_key = args
+        .cluster_key
+        .as_deref()
+        .map(key_from_secret)
+        .transpose()
+        .context("--cluster-key")?;
+    let config = NodeConfig {
+        instance_id,
+        cluster_id: args.cluster_id,
+        http_listen: args.http_listen,
+        quic_listen: args.quic_listen,
+        gossip_listen: args.gossip_listen,
+        advertise_host: args.advertise_host,
+        seeds: args.seeds.into_iter().filter(|s| !s.trim().is_empty()).collect(),
+        model_path: args.model,
+        limits: ExecutorLimits {
+            capacity: args.max_concurrent_tasks.max(1),
+            queue_limit: args.queue_limit,
+            inference_threads: args.inference_threads.unwrap_or(cores).max(1),
+        },
+        tls_dir: args.tls_dir,
+        cluster_key,
+        drain_grace: Duration::from_secs(args.drain_grace_secs),
+        gossip_interval: Duration::from_millis(args.gossip_interval_ms),
+        dead_after: Duration::from_millis(args.dead_after_ms),
+        request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        uploads_root: args.uploads_root,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(runtime::run(
+        config,
+        engine,
+        None,
+        None,
+        runtime::shutdown_signal(),
+    ))
+}
+
+fn load_engine(args: &NodeArgs, limits: DecodeLimits) -> anyhow::Result<Engine> {
+    if args.model.starts_with(SYNTHETIC_PREFIX) {
+        let SyntheticSpec(service) = args
+            .model
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?;
+        tracing::warn!(
+            ?service,
+            "synthetic model: a TEST DOUBLE that only takes time and returns no polygons"
+        );
+        return Ok(Engine::Synthetic { service, limits });
+    }
+    let model = super::ModelArgs {
+        model: PathBuf::from(&args.model),
+        device: args.device.clone(),
+    }
+    .load()?;
+    Ok(Engine::Model(Segmenter::new(model, limits)))
+}

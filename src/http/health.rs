@@ -1,0 +1,128 @@
+//! `GET /health` (the old service's keys, plus the mesh), `/health/live`, `/health/ready`.
+//!
+//! `/health` answers 200 whenever this node can accept work, through itself or a peer, and
+//! 503 only when it cannot (draining, or no node has room): the backend stops publishing
+//! on anything but 200, so a false 503 would stop the whole app.
+
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use sysinfo::{Disks, MemoryRefreshKind, System};
+
+use super::AppState;
+use crate::node::TaskRunner;
+
+pub(crate) async fn health(State(state): State<AppState>) -> Response {
+    let executor = state.dispatcher.executor();
+    let peers = state.dispatcher.membership().peers();
+    let ready_peers = peers
+        .iter()
+        .filter(|p| p.view.ready && !p.view.draining)
+        .count();
+    let draining = executor.is_draining();
+    let can_take_work = !draining
+        && (executor.local_view().has_room()
+            || state.dispatcher.peer_table().views(&peers, std::time::Instant::now())
+                .iter()
+                .any(|v| v.is_candidate()));
+    let broker_connected = state.broker_connected();
+    let status = if !can_take_work {
+        "unhealthy"
+    } else if broker_connected == Some(false) {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let model_path = state.model_path.clone();
+    let model_size = std::fs::metadata(&model_path).ok().map(|m| m.len());
+    let resources = state.resources();
+    let limits = executor.limits();
+    let load = executor.load_report();
+    let body = serde_json::json!({
+        "status": status,
+        "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "instance_id": state.dispatcher.instance_id(),
+        "model_path": model_path,
+        "model_exists": model_size.is_some() || state.engine_is_synthetic,
+        "model": {
+            "path": model_path,
+            "exists": model_size.is_some(),
+            "size_mb": model_size.map(|b| b as f64 / (1024.0 * 1024.0)),
+            "engine": executor.engine().describe(),
+        },
+        "resources": resources,
+        "processing": {
+            "active_tasks": executor.active(),
+            "max_concurrent": limits.capacity,
+            "queue_limit": limits.queue_limit,
+            "rabbitmq_connected": broker_connected.unwrap_or(false),
+            "prefetch_count": state.broker_prefetch(),
+        },
+        "mesh": {
+            "generation": state.dispatcher.membership().generation(),
+            "draining": draining,
+            "peers": peers.len(),
+            "ready_peers": ready_peers,
+            "startable_now": state.dispatcher.startable_now(),
+            "load": {
+                "active": load.active,
+                "capacity": load.capacity,
+                "queue_limit": load.queue_limit,
+                "service_ewma_ms": load.service_ewma.map(|d| d.as_secs_f64() * 1e3),
+            },
+        },
+    });
+    let code = if can_take_work {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+pub(crate) async fn live() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "alive"}))
+}
+
+pub(crate) async fn ready(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Acquire) && !state.dispatcher.executor().is_draining() {
+        (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "not_ready"})),
+        )
+            .into_response()
+    }
+}
+
+/// CPU, memory and disk figures for `/health`.
+pub(crate) fn sample_resources(system: &mut System) -> serde_json::Value {
+    system.refresh_cpu_usage();
+    system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
+    let total = system.total_memory().max(1);
+    let available = system.available_memory();
+    let disks = Disks::new_with_refreshed_list();
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let disk = disks
+        .list()
+        .iter()
+        .filter(|d| cwd.starts_with(d.mount_point()))
+        .max_by_key(|d| d.mount_point().as_os_str().len());
+    let (disk_percent, disk_free_gb) = disk.map_or((0.0, 0.0), |d| {
+        let total = d.total_space().max(1) as f64;
+        let free = d.available_space() as f64;
+        (100.0 * (total - free) / total, free / 1e9)
+    });
+    serde_json::json!({
+        "cpu_percent": system.global_cpu_usage(),
+        "memory_percent": 100.0 * (total - available.min(total)) as f64 / total as f64,
+        "memory_available_mb": available as f64 / (1024.0 * 1024.0),
+        "disk_percent": disk_percent,
+        "disk_free_gb": disk_free_gb,
+    })
+}

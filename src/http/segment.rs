@@ -1,0 +1,186 @@
+//! `POST /segment`: an image as the raw body (`image/*`, `application/octet-stream`), as the
+//! multipart field `image`, or as JSON `{"image_path": ...}` naming a file under the uploads
+//! root. Query: `threshold` (default 0.5), `simplify` (pixels), `timeout_ms`.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::node::metrics;
+use crate::node::{SegmentTask, TaskError};
+use crate::uploads::{resolve_under, UploadPathError};
+
+/// Query parameters of `POST /segment`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct SegmentQuery {
+    threshold: Option<f32>,
+    simplify: Option<f64>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PathRequest {
+    image_path: String,
+    threshold: Option<f32>,
+}
+
+/// Extra bytes allowed on top of the image limit for multipart framing and JSON.
+const ENVELOPE_BYTES: usize = 64 * 1024;
+
+pub(crate) async fn segment(
+    State(state): State<AppState>,
+    Query(query): Query<SegmentQuery>,
+    request: Request,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let received = Instant::now();
+    let max_bytes = state.dispatcher.executor().engine().limits().max_bytes;
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let mut threshold = query.threshold;
+    let image = if content_type.starts_with("multipart/form-data") {
+        multipart_image(request, &state, max_bytes).await?
+    } else if content_type.starts_with("application/json") {
+        let body = read_body(request.into_body(), ENVELOPE_BYTES).await?;
+        let parsed: PathRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+        threshold = threshold.or(parsed.threshold);
+        read_upload(&state, &parsed.image_path, max_bytes).await?
+    } else if content_type.is_empty()
+        || content_type.starts_with("image/")
+        || content_type.starts_with("application/octet-stream")
+    {
+        read_body(request.into_body(), max_bytes).await?
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "content type {content_type:?}: send the image as image/*, multipart field \
+                 \"image\", or JSON {{\"image_path\": ...}}"
+            ),
+        ));
+    };
+    let timeout = query
+        .timeout_ms
+        .map(Duration::from_millis)
+        .unwrap_or(state.request_timeout)
+        .min(state.request_timeout);
+    let task = SegmentTask {
+        task_id: uuid::Uuid::new_v4().to_string(),
+        image,
+        threshold: threshold.unwrap_or(0.5),
+        simplify_tolerance: query.simplify,
+        deadline: received + timeout,
+    };
+    let task_id = task.task_id.clone();
+    let result = state.dispatcher.submit(task).await?;
+    metrics::record_http(200);
+    Ok(Json(serde_json::json!({
+        "task_id": task_id,
+        "polygons": result.polygons,
+        "processing_time": result.processing_time.as_secs_f64(),
+        "processed_by": result.processed_by,
+        "entry_node": result.entry_node,
+        "hops": result.hops,
+        "image_width": result.width,
+        "image_height": result.height,
+        "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+    })))
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    match to_bytes(body, limit).await {
+        Ok(bytes) => Ok(bytes.to_vec()),
+        Err(error) if is_length_limit(&error) => Err(TaskError::TooLarge(format!(
+            "the request body is larger than the limit of {limit} bytes"
+        ))
+        .into()),
+        Err(error) => Err(ApiError::bad_request(format!("cannot read the body: {error}"))),
+    }
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+async fn multipart_image(
+    request: Request,
+    state: &AppState,
+    max_bytes: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let mut multipart = Multipart::from_request(request, state)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?;
+    loop {
+        let field = multipart.next_field().await.map_err(multipart_error)?;
+        let Some(field) = field else {
+            return Err(ApiError::bad_request(
+                "multipart body has no field named \"image\"",
+            ));
+        };
+        if field.name() == Some("image") {
+            let bytes = field.bytes().await.map_err(multipart_error)?;
+            if bytes.len() > max_bytes {
+                return Err(TaskError::TooLarge(format!(
+                    "the image is {} bytes, more than the limit of {max_bytes} bytes",
+                    bytes.len()
+                ))
+                .into());
+            }
+            return Ok(bytes.to_vec());
+        }
+    }
+}
+
+fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        TaskError::TooLarge(error.body_text()).into()
+    } else {
+        ApiError::bad_request(format!("invalid multipart body: {}", error.body_text()))
+    }
+}
+
+async fn read_upload(state: &AppState, path: &str, max_bytes: usize) -> Result<Vec<u8>, ApiError> {
+    let Some(root) = &state.uploads_root else {
+        return Err(ApiError::bad_request("this node has no uploads root configured"));
+    };
+    let resolved = resolve_under(root, path).map_err(|e| match e {
+        UploadPathError::OutsideRoot { .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, "path_outside_uploads_root", e.to_string())
+        }
+        UploadPathError::Empty => ApiError::bad_request(e.to_string()),
+        UploadPathError::NotFound { .. } => {
+            ApiError::new(StatusCode::NOT_FOUND, "image_not_found", e.to_string())
+        }
+    })?;
+    let size = tokio::fs::metadata(&resolved)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "image_not_found", e.to_string()))?
+        .len();
+    if size > max_bytes as u64 {
+        return Err(TaskError::TooLarge(format!(
+            "{path} is {size} bytes, more than the limit of {max_bytes} bytes"
+        ))
+        .into());
+    }
+    tokio::fs::read(&resolved)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "image_not_found", e.to_string()))
+}

@@ -1,0 +1,255 @@
+//! One running node: binds its three addresses, joins gossip, serves HTTP and peers, and
+//! drains on a signal.
+//!
+//! Drain order (backend contract section 6, mesh issue item 8): `/health/ready` turns 503,
+//! the executor admits nothing and gossip says `draining`; after two gossip rounds (peers
+//! have stopped routing here) the HTTP listener closes; in-flight work gets `drain_grace`
+//! to finish; then the QUIC server and gossip stop and `run` returns.
+
+mod config;
+mod credentials;
+mod signals;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use spheromesh_mesh::membership::{Membership, MembershipConfig, NodeStatus};
+use spheromesh_mesh::routing::{BreakerConfig, BreakerState};
+use spheromesh_mesh::security::ClusterKey;
+use spheromesh_mesh::transport::{self, ForwardClient, MeshEndpoint, ServerHandle, TransportConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::NodeConfig;
+pub use signals::shutdown_signal;
+
+use crate::http::{self, AppInner, BrokerView, NodeAddresses};
+use crate::node::{metrics, Dispatcher, Engine, Executor, PeerTable};
+
+/// Something else the node runs until shutdown (the RabbitMQ consumer).
+pub type Sidecar = Box<
+    dyn FnOnce(Arc<Dispatcher>, CancellationToken) -> tokio::task::JoinHandle<()> + Send,
+>;
+
+/// Runs a node until `shutdown` resolves, then drains and returns.
+///
+/// `sidecar` (the broker consumer) is started once the node serves, and is cancelled
+/// first when draining starts.
+///
+/// # Errors
+///
+/// If an address cannot be bound, the credentials cannot be read, or gossip cannot start.
+pub async fn run(
+    config: NodeConfig,
+    engine: Engine,
+    broker: Option<Arc<dyn BrokerView>>,
+    sidecar: Option<Sidecar>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let prometheus = metrics::install(&config.instance_id).context("installing metrics")?;
+    let (ca_pem, credentials) = credentials::load(&config)?;
+
+    let http_listener = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("binding HTTP on {}", config.http_listen))?;
+    let http_addr = config.advertised(http_listener.local_addr()?);
+    let transport_config = TransportConfig {
+        shutdown_grace: config.drain_grace,
+        ..TransportConfig::default()
+    };
+    let endpoint = MeshEndpoint::bind(config.quic_listen, &credentials, &ca_pem, transport_config)
+        .with_context(|| format!("binding QUIC on {}", config.quic_listen))?;
+    let quic_addr = config.advertised(endpoint.local_addr()?);
+    let gossip_addr = config.advertised(config.gossip_listen);
+    let cluster_key = match config.cluster_key.clone() {
+        Some(key) => key,
+        None => {
+            warn!("no cluster key: gossip sealed with a random key, this node will not join peers");
+            ClusterKey::generate().context("generating a cluster key")?
+        }
+    };
+    let membership = Membership::start(MembershipConfig {
+        node_id: config.instance_id.clone(),
+        cluster_id: config.cluster_id.clone(),
+        gossip_listen: config.gossip_listen,
+        gossip_advertise: gossip_addr,
+        seeds: config.seeds.clone(),
+        gossip_interval: config.gossip_interval,
+        dead_after: config.dead_after,
+        cluster_key: Some(cluster_key),
+        http_addr: Some(http_addr),
+        quic_addr: Some(quic_addr),
+        ..MembershipConfig::default()
+    })
+    .await
+    .context("starting gossip")?;
+    let membership = Arc::new(membership);
+
+    let engine_is_synthetic = matches!(engine, Engine::Synthetic { .. });
+    let executor = Executor::new(engine, config.limits);
+    let peers = PeerTable::new(BreakerConfig::default()).context("breaker settings")?;
+    let dispatcher = Arc::new(Dispatcher::new(
+        config.instance_id.clone(),
+        Arc::clone(&executor),
+        Arc::clone(&membership),
+        ForwardClient::new(&endpoint),
+        peers,
+    ));
+    let stop = CancellationToken::new();
+    let quic_server = transport::serve(endpoint, Arc::clone(&dispatcher), stop.child_token());
+
+    let state = Arc::new(AppInner {
+        dispatcher: Arc::clone(&dispatcher),
+        prometheus: prometheus.clone(),
+        model_path: config.model_path.clone(),
+        engine_is_synthetic,
+        request_timeout: config.request_timeout,
+        ready: AtomicBool::new(false),
+        uploads_root: config.uploads_root.clone(),
+        addresses: NodeAddresses {
+            http: http_addr,
+            quic: quic_addr,
+            gossip: gossip_addr,
+        },
+        broker,
+        system: Mutex::new(sysinfo::System::new()),
+    });
+    let http_stop = CancellationToken::new();
+    let http_task = tokio::spawn({
+        let app = http::router(Arc::clone(&state));
+        let http_stop = http_stop.clone();
+        async move {
+            axum::serve(http_listener, app)
+                .with_graceful_shutdown(http_stop.cancelled_owned())
+                .await
+        }
+    });
+
+    membership.set_status(NodeStatus::Ready);
+    state.ready.store(true, Ordering::Release);
+    info!(
+        instance_id = %config.instance_id,
+        cluster = %config.cluster_id,
+        %http_addr, %quic_addr, %gossip_addr,
+        http_listen = %config.http_listen,
+        quic_listen = %config.quic_listen,
+        gossip_listen = %config.gossip_listen,
+        seeds = ?config.seeds,
+        generation = membership.generation(),
+        engine = %executor.engine().describe(),
+        slots = config.limits.capacity,
+        queue_limit = config.limits.queue_limit,
+        "node serving"
+    );
+    // One machine-readable line on stdout, for `spheromesh up` and the cluster tests.
+    println!(
+        "{}",
+        serde_json::json!({
+            "event": "ready",
+            "instance_id": config.instance_id,
+            "http": http_addr.to_string(),
+            "quic": quic_addr.to_string(),
+            "gossip": gossip_addr.to_string(),
+        })
+    );
+
+    let consumer_stop = CancellationToken::new();
+    let consumer = sidecar.map(|start| start(Arc::clone(&dispatcher), consumer_stop.clone()));
+
+    tokio::select! {
+        () = shutdown => {}
+        () = publish_loop(&dispatcher, &quic_server, &prometheus, config.gossip_interval) => {}
+    }
+    let drain_started = Instant::now();
+    info!(grace = ?config.drain_grace, "draining: not ready, gossiping draining");
+    state.ready.store(false, Ordering::Release);
+    executor.start_draining();
+    membership.set_draining();
+    consumer_stop.cancel();
+    if let Some(consumer) = consumer {
+        if tokio::time::timeout(config.drain_grace, consumer).await.is_err() {
+            warn!("broker consumer did not stop within the grace period");
+        }
+    }
+    // Peers see `draining` within a round or two and stop routing here.
+    tokio::time::sleep(config.gossip_interval * 3).await;
+    http_stop.cancel();
+    let left = config.drain_grace.saturating_sub(drain_started.elapsed());
+    match tokio::time::timeout(left, http_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => warn!(%error, "HTTP server ended with an error"),
+        Ok(Err(error)) => warn!(%error, "HTTP server task failed"),
+        Err(_) => warn!("HTTP requests still open after the grace period"),
+    }
+    wait_idle(&executor, config.drain_grace.saturating_sub(drain_started.elapsed())).await;
+    stop_quic(quic_server).await;
+    stop.cancel();
+    drop(state);
+    drop(dispatcher);
+    match Arc::try_unwrap(membership) {
+        Ok(membership) => {
+            if let Err(error) = membership.shutdown().await {
+                warn!(%error, "gossip did not stop cleanly");
+            }
+        }
+        Err(_) => warn!("gossip still referenced at exit; stopping it abruptly"),
+    }
+    info!(took = ?drain_started.elapsed(), "drained");
+    Ok(())
+}
+
+async fn wait_idle(executor: &Executor, within: Duration) {
+    let until = Instant::now() + within;
+    while executor.active() > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if executor.active() > 0 {
+        warn!(active = executor.active(), "tasks still running after the grace period");
+    }
+}
+
+async fn stop_quic(server: ServerHandle) {
+    if let Err(error) = server.shutdown().await {
+        warn!(%error, "QUIC server stopped with an error");
+    }
+}
+
+/// Publishes this node's load once per gossip round and refreshes the mesh gauges; runs
+/// until the caller stops polling it.
+async fn publish_loop(
+    dispatcher: &Dispatcher,
+    quic_server: &ServerHandle,
+    prometheus: &metrics_exporter_prometheus::PrometheusHandle,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rounds: u64 = 0;
+    loop {
+        tick.tick().await;
+        rounds += 1;
+        let membership = dispatcher.membership();
+        membership.publish(&dispatcher.executor().load_report());
+        let peers = membership.peers();
+        dispatcher.peer_table().retain(&peers);
+        metrics::update_mesh_gauges(
+            &peers,
+            &dispatcher
+                .peer_table()
+                .breaker_states(Instant::now())
+                .into_iter()
+                .filter(|(_, s)| *s != BreakerState::Closed)
+                .count(),
+            &membership.gossip_stats(),
+            membership.restarts(),
+        );
+        metrics::update_quic_counters(quic_server.metrics());
+        if rounds.is_multiple_of(50) {
+            prometheus.run_upkeep();
+        }
+    }
+}

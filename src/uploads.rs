@@ -39,10 +39,12 @@ pub fn resolve_under(root: &Path, path: &str) -> Result<PathBuf, UploadPathError
     if path.trim().is_empty() {
         return Err(UploadPathError::Empty);
     }
-    let root = root.canonicalize().map_err(|source| UploadPathError::NotFound {
-        path: root.display().to_string(),
-        source,
-    })?;
+    let root = root
+        .canonicalize()
+        .map_err(|source| UploadPathError::NotFound {
+            path: root.display().to_string(),
+            source,
+        })?;
     let joined = root.join(path);
     // A `..` never reaches the filesystem check below as a way out: canonicalize removes it.
     let resolved = joined
@@ -97,6 +99,9 @@ mod tests {
             resolve_under(&root, "proj/missing.png"),
             Err(UploadPathError::NotFound { .. })
         ));
-        assert!(matches!(resolve_under(&root, " "), Err(UploadPathError::Empty)));
+        assert!(matches!(
+            resolve_under(&root, " "),
+            Err(UploadPathError::Empty)
+        ));
     }
 }

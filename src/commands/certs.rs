@@ -42,8 +42,7 @@ enum CertsAction {
 pub(crate) fn run(args: CertsArgs) -> anyhow::Result<()> {
     match args.action {
         CertsAction::Init { dir, cluster } => {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let ca = generate_ca(&cluster).context("generating the CA")?;
             ca.save(&dir)
                 .with_context(|| format!("writing the CA to {}", dir.display()))?;
@@ -57,11 +56,18 @@ pub(crate) fn run(args: CertsArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("issuing a certificate for {name}"))?;
                 node.save(&dir)
                     .with_context(|| format!("writing {name}'s certificate"))?;
-                println!("{name}: {}/{name}.pem, {}/{name}.key", dir.display(), dir.display());
+                println!(
+                    "{name}: {}/{name}.pem, {}/{name}.key",
+                    dir.display(),
+                    dir.display()
+                );
             }
         }
         CertsAction::Key => {
-            println!("{}", ClusterKey::generate().context("generating a key")?.to_hex());
+            println!(
+                "{}",
+                ClusterKey::generate().context("generating a key")?.to_hex()
+            );
         }
     }
     Ok(())

@@ -72,6 +72,9 @@ pub(crate) struct NodeArgs {
     /// Root of the shared uploads volume, for JSON `{"image_path": ...}` requests.
     #[arg(long, env = "UPLOADS_ROOT")]
     pub(crate) uploads_root: Option<PathBuf>,
+    /// Megabytes of HTTP request bodies held at once; requests beyond it get 503 at once.
+    #[arg(long, env = "HTTP_BODY_BUDGET_MB", default_value_t = 512)]
+    pub(crate) http_body_budget_mb: usize,
     /// Largest accepted image, in bytes.
     #[arg(long, default_value_t = DecodeLimits::DEFAULT_MAX_BYTES)]
     pub(crate) max_bytes: usize,
@@ -104,7 +107,11 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         quic_listen: args.quic_listen,
         gossip_listen: args.gossip_listen,
         advertise_host: args.advertise_host,
-        seeds: args.seeds.into_iter().filter(|s| !s.trim().is_empty()).collect(),
+        seeds: args
+            .seeds
+            .into_iter()
+            .filter(|s| !s.trim().is_empty())
+            .collect(),
         model_path: args.model,
         limits: ExecutorLimits {
             capacity: args.max_concurrent_tasks.max(1),
@@ -118,6 +125,10 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         dead_after: Duration::from_millis(args.dead_after_ms),
         request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
         uploads_root: args.uploads_root,
+        http_body_budget: args
+            .http_body_budget_mb
+            .saturating_mul(1024 * 1024)
+            .max(args.max_bytes + 64 * 1024),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -134,10 +145,7 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
 
 fn load_engine(args: &NodeArgs, limits: DecodeLimits) -> anyhow::Result<Engine> {
     if args.model.starts_with(SYNTHETIC_PREFIX) {
-        let SyntheticSpec(service) = args
-            .model
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!(e))?;
+        let SyntheticSpec(service) = args.model.parse().map_err(|e: String| anyhow::anyhow!(e))?;
         tracing::warn!(
             ?service,
             "synthetic model: a TEST DOUBLE that only takes time and returns no polygons"

@@ -84,7 +84,10 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
             .args(["--gossip-listen", &format!("127.0.0.1:{gossip}")])
             .args(["--seeds", &seed])
             .args(["--model", &args.model])
-            .args(["--max-concurrent-tasks", &args.max_concurrent_tasks.to_string()])
+            .args([
+                "--max-concurrent-tasks",
+                &args.max_concurrent_tasks.to_string(),
+            ])
             .arg("--tls-dir")
             .arg(&args.state_dir)
             .env("SPHEROMESH_CLUSTER_KEY", key.to_hex())
@@ -105,7 +108,10 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(wait_for_membership(&urls[0].1, usize::from(args.nodes) - 1))?;
 
-    println!("\nspheromesh: {} nodes up (Ctrl-C drains them all)", args.nodes);
+    println!(
+        "\nspheromesh: {} nodes up (Ctrl-C drains them all)",
+        args.nodes
+    );
     for (name, url) in &urls {
         println!("  {name}: {url}   ({url}/health, {url}/cluster, {url}/metrics)");
     }

@@ -26,7 +26,10 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
     let draining = executor.is_draining();
     let can_take_work = !draining
         && (executor.local_view().has_room()
-            || state.dispatcher.peer_table().views(&peers, std::time::Instant::now())
+            || state
+                .dispatcher
+                .peer_table()
+                .views(&peers, std::time::Instant::now())
                 .iter()
                 .any(|v| v.is_candidate()));
     let broker_connected = state.broker_connected();

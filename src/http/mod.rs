@@ -65,6 +65,10 @@ pub struct AppInner {
     pub broker: Option<Arc<dyn BrokerView>>,
     /// CPU/memory sampler for `/health` (CPU usage is measured between two calls).
     pub system: Mutex<sysinfo::System>,
+    /// Bytes of request bodies this node holds at once (one permit per byte, up to a
+    /// 32-bit count per request); a request that does not fit is refused with 503 before
+    /// its body is read, so a flood cannot grow memory without bound.
+    pub body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// Shared state of the handlers.

@@ -46,6 +46,35 @@ pub(crate) async fn segment(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > max_bytes + ENVELOPE_BYTES) {
+        return Err(TaskError::TooLarge(format!(
+            "the request body is {} bytes, more than the limit of {max_bytes} bytes",
+            announced.unwrap_or_default()
+        ))
+        .into());
+    }
+    // Refuse before reading the body: a full mesh or a full body budget answers at once.
+    let held = if content_type.starts_with("application/json") {
+        max_bytes
+    } else {
+        announced.unwrap_or(max_bytes + ENVELOPE_BYTES)
+    };
+    let held = u32::try_from(held.max(1)).unwrap_or(u32::MAX);
+    let permit = std::sync::Arc::clone(&state.body_budget).try_acquire_many_owned(held);
+    let Ok(_body_permit) = permit else {
+        discard_body(request.into_body(), max_bytes + ENVELOPE_BYTES).await;
+        return Err(busy(&state));
+    };
+    if !state.dispatcher.has_room_anywhere() {
+        metrics::record_busy();
+        discard_body(request.into_body(), max_bytes + ENVELOPE_BYTES).await;
+        return Err(busy(&state));
+    }
     let mut threshold = query.threshold;
     let image = if content_type.starts_with("multipart/form-data") {
         multipart_image(request, &state, max_bytes).await?
@@ -98,6 +127,27 @@ pub(crate) async fn segment(
     })))
 }
 
+/// Reads and drops a refused request's body one frame at a time (memory stays at one
+/// frame): a client still sending gets the 503 instead of a reset connection.
+async fn discard_body(body: Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut seen = 0usize;
+    while seen <= limit {
+        match body.frame().await {
+            Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+}
+
+fn busy(state: &AppState) -> ApiError {
+    TaskError::Busy {
+        retry_after: state.dispatcher.retry_after(),
+    }
+    .into()
+}
+
 async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     match to_bytes(body, limit).await {
         Ok(bytes) => Ok(bytes.to_vec()),
@@ -105,7 +155,9 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
             "the request body is larger than the limit of {limit} bytes"
         ))
         .into()),
-        Err(error) => Err(ApiError::bad_request(format!("cannot read the body: {error}"))),
+        Err(error) => Err(ApiError::bad_request(format!(
+            "cannot read the body: {error}"
+        ))),
     }
 }
 
@@ -159,12 +211,16 @@ fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError 
 
 async fn read_upload(state: &AppState, path: &str, max_bytes: usize) -> Result<Vec<u8>, ApiError> {
     let Some(root) = &state.uploads_root else {
-        return Err(ApiError::bad_request("this node has no uploads root configured"));
+        return Err(ApiError::bad_request(
+            "this node has no uploads root configured",
+        ));
     };
     let resolved = resolve_under(root, path).map_err(|e| match e {
-        UploadPathError::OutsideRoot { .. } => {
-            ApiError::new(StatusCode::FORBIDDEN, "path_outside_uploads_root", e.to_string())
-        }
+        UploadPathError::OutsideRoot { .. } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "path_outside_uploads_root",
+            e.to_string(),
+        ),
         UploadPathError::Empty => ApiError::bad_request(e.to_string()),
         UploadPathError::NotFound { .. } => {
             ApiError::new(StatusCode::NOT_FOUND, "image_not_found", e.to_string())

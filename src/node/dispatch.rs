@@ -80,6 +80,18 @@ impl Dispatcher {
         &self.peers
     }
 
+    /// Whether this node or any routable peer has room for one more task now.
+    pub fn has_room_anywhere(&self) -> bool {
+        if self.executor.local_view().has_room() {
+            return true;
+        }
+        let members = self.membership.peers();
+        self.peers
+            .views(&members, Instant::now())
+            .iter()
+            .any(|v| v.is_candidate())
+    }
+
     /// Suggested wait before a refused client tries again: about one service time.
     pub fn retry_after(&self) -> Duration {
         let service = self.executor.service_ewma().unwrap_or(DEFAULT_SERVICE);
@@ -144,7 +156,10 @@ impl Dispatcher {
                             metrics::record_retry();
                         }
                         budget.record_attempt(target.clone());
-                        match self.forward(&target, &members, &mut request, deadline).await {
+                        match self
+                            .forward(&target, &members, &mut request, deadline)
+                            .await
+                        {
                             Step::Done(result) => return Ok(result),
                             Step::Busy => continue,
                             Step::Retry => break,

@@ -99,7 +99,10 @@ impl Engine {
                 s.model().device_name()
             ),
             Engine::Synthetic { service, .. } => {
-                format!("synthetic test double ({} ms per task)", service.as_millis())
+                format!(
+                    "synthetic test double ({} ms per task)",
+                    service.as_millis()
+                )
             }
         }
     }

@@ -193,13 +193,11 @@ impl Executor {
         deadline: Instant,
     ) -> Result<LocalRun, TaskError> {
         let admitted_at = Instant::now();
-        let slot = tokio::time::timeout_at(
-            deadline.into(),
-            Arc::clone(&self.slots).acquire_owned(),
-        )
-        .await
-        .map_err(|_| TaskError::DeadlineExceeded)?
-        .map_err(|_| TaskError::ShuttingDown)?;
+        let slot =
+            tokio::time::timeout_at(deadline.into(), Arc::clone(&self.slots).acquire_owned())
+                .await
+                .map_err(|_| TaskError::DeadlineExceeded)?
+                .map_err(|_| TaskError::ShuttingDown)?;
         let queue_wait = admitted_at.elapsed();
         metrics::record_queue_wait(queue_wait);
         let compute = if self.engine.uses_compute() {
@@ -220,9 +218,7 @@ impl Executor {
                 return Err(TaskError::DeadlineExceeded);
             }
             let started = Instant::now();
-            let result = executor
-                .engine
-                .run(&image, threshold, simplify_tolerance);
+            let result = executor.engine.run(&image, threshold, simplify_tolerance);
             executor.observe_service(started.elapsed());
             result
         })
@@ -336,7 +332,8 @@ mod tests {
         let long = Instant::now() + Duration::from_secs(5);
         let first = ex.try_admit().expect("first");
         let ex1 = Arc::clone(&ex);
-        let running = tokio::spawn(async move { ex1.run(first, tiny_png(), 0.5, None, long).await });
+        let running =
+            tokio::spawn(async move { ex1.run(first, tiny_png(), 0.5, None, long).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         let second = ex.try_admit().expect("queued");
         let short = Instant::now() + Duration::from_millis(50);

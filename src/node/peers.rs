@@ -219,7 +219,9 @@ mod tests {
         let t0 = now.checked_sub(Duration::from_secs(1)).expect("uptime");
         let id = NodeId::new("p");
         let old = table.begin(&id, t0).expect("breaker closed");
-        let new = table.begin(&id, t0 + Duration::from_millis(800)).expect("closed");
+        let new = table
+            .begin(&id, t0 + Duration::from_millis(800))
+            .expect("closed");
         // Last report 500 ms ago: the first forward is in `active` already, the second not.
         let report = Duration::from_millis(500);
         let views = table.views(&[peer(report)], now);

@@ -124,6 +124,5 @@ pub trait TaskRunner: Send + Sync + 'static {
     fn startable_now(&self) -> u32;
 
     /// Runs `task` here or on a peer, as routing decides, and waits for its result.
-    fn run(&self, task: SegmentTask)
-        -> impl Future<Output = Result<TaskResult, TaskError>> + Send;
+    fn run(&self, task: SegmentTask) -> impl Future<Output = Result<TaskResult, TaskError>> + Send;
 }

@@ -46,6 +46,8 @@ pub struct NodeConfig {
     pub request_timeout: Duration,
     /// Root of JSON `image_path` requests; `None` refuses them.
     pub uploads_root: Option<PathBuf>,
+    /// Bytes of HTTP request bodies held at once; beyond it requests get 503.
+    pub http_body_budget: usize,
 }
 
 impl NodeConfig {

@@ -19,7 +19,9 @@ use anyhow::Context;
 use spheromesh_mesh::membership::{Membership, MembershipConfig, NodeStatus};
 use spheromesh_mesh::routing::{BreakerConfig, BreakerState};
 use spheromesh_mesh::security::ClusterKey;
-use spheromesh_mesh::transport::{self, ForwardClient, MeshEndpoint, ServerHandle, TransportConfig};
+use spheromesh_mesh::transport::{
+    self, ForwardClient, MeshEndpoint, ServerHandle, TransportConfig,
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -31,9 +33,8 @@ use crate::http::{self, AppInner, BrokerView, NodeAddresses};
 use crate::node::{metrics, Dispatcher, Engine, Executor, PeerTable};
 
 /// Something else the node runs until shutdown (the RabbitMQ consumer).
-pub type Sidecar = Box<
-    dyn FnOnce(Arc<Dispatcher>, CancellationToken) -> tokio::task::JoinHandle<()> + Send,
->;
+pub type Sidecar =
+    Box<dyn FnOnce(Arc<Dispatcher>, CancellationToken) -> tokio::task::JoinHandle<()> + Send>;
 
 /// Runs a node until `shutdown` resolves, then drains and returns.
 ///
@@ -117,6 +118,7 @@ pub async fn run(
         },
         broker,
         system: Mutex::new(sysinfo::System::new()),
+        body_budget: Arc::new(tokio::sync::Semaphore::new(config.http_body_budget)),
     });
     let http_stop = CancellationToken::new();
     let http_task = tokio::spawn({
@@ -171,7 +173,10 @@ pub async fn run(
     membership.set_draining();
     consumer_stop.cancel();
     if let Some(consumer) = consumer {
-        if tokio::time::timeout(config.drain_grace, consumer).await.is_err() {
+        if tokio::time::timeout(config.drain_grace, consumer)
+            .await
+            .is_err()
+        {
             warn!("broker consumer did not stop within the grace period");
         }
     }
@@ -185,7 +190,11 @@ pub async fn run(
         Ok(Err(error)) => warn!(%error, "HTTP server task failed"),
         Err(_) => warn!("HTTP requests still open after the grace period"),
     }
-    wait_idle(&executor, config.drain_grace.saturating_sub(drain_started.elapsed())).await;
+    wait_idle(
+        &executor,
+        config.drain_grace.saturating_sub(drain_started.elapsed()),
+    )
+    .await;
     stop_quic(quic_server).await;
     stop.cancel();
     drop(state);
@@ -208,7 +217,10 @@ async fn wait_idle(executor: &Executor, within: Duration) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if executor.active() > 0 {
-        warn!(active = executor.active(), "tasks still running after the grace period");
+        warn!(
+            active = executor.active(),
+            "tasks still running after the grace period"
+        );
     }
 }
 

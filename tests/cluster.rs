@@ -1,0 +1,289 @@
+//! Cluster tests with real `spheromesh node` processes on loopback: gossip, QUIC forwarding
+//! with mutual TLS, balancing, kill -9, SIGTERM drain, intruders, malformed frames, floods.
+//!
+//! Nodes run the synthetic engine (a labelled test double that only takes time) except
+//! where a test says it uses the shipped model.
+
+#[path = "nodes/mod.rs"]
+mod nodes;
+
+use std::time::{Duration, Instant};
+
+use nodes::{get_json, load, mesh, png, routable, wait_until, Node, Pki, Spec, KEY};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_nodes_converge_and_a_late_node_receives_work() {
+    let pki = Pki::new("converge", KEY);
+    let started = Instant::now();
+    let mut nodes = mesh(&pki, 4, 50, 1).await;
+    eprintln!(
+        "4 nodes converged {:?} after the first start",
+        started.elapsed()
+    );
+    pki.issue("node-5");
+    let late = Node::start(
+        &Spec::synthetic("node-5", 50, 1).seeds(&[nodes[0].gossip]),
+        &pki,
+    );
+    nodes.push(late);
+    for node in &nodes {
+        let took = wait_until(Duration::from_secs(10), || async {
+            routable(node).await.len() == 4
+        })
+        .await;
+        assert!(
+            took.is_some(),
+            "{} does not route to all 4 peers",
+            node.name
+        );
+    }
+    // A load needing every slot, all into node-1: the late node takes part.
+    let outcome = load(nodes[0].url("/segment"), png(64, 48), 100, 10, true).await;
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    assert_eq!(outcome.ok(), 100);
+    let late_share = outcome.shares.get("node-5").copied().unwrap_or(0);
+    assert!(
+        late_share > 0,
+        "the late node got no work: {:?}",
+        outcome.shares
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_entry_node_spreads_work_over_three() {
+    let pki = Pki::new("balance", KEY);
+    let nodes = mesh(&pki, 3, 100, 2).await;
+    // Concurrency = total slots, every request into node-1.
+    let outcome = load(nodes[0].url("/segment"), png(64, 48), 180, 6, true).await;
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    assert_eq!(outcome.ok(), 180);
+    eprintln!("shares: {:?}", outcome.shares);
+    for node in &nodes {
+        let share = outcome.shares.get(&node.name).copied().unwrap_or(0) as f64 / 180.0;
+        assert!(
+            (0.25..=0.45).contains(&share),
+            "{} processed {:.0}% of the tasks: {:?}",
+            node.name,
+            share * 100.0,
+            outcome.shares
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_under_load_loses_no_request_and_leaves_routing_within_3s() {
+    let pki = Pki::new("kill", KEY);
+    let mut nodes = mesh(&pki, 3, 100, 2).await;
+    let running = tokio::spawn(load(nodes[0].url("/segment"), png(64, 48), 240, 6, true));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nodes[2].kill9();
+    let killed_at = Instant::now();
+    let mut gone_after = Vec::new();
+    for survivor in &nodes[..2] {
+        let took = wait_until(Duration::from_secs(10), || async {
+            !routable(survivor).await.contains(&"node-3".to_owned())
+        })
+        .await
+        .map(|_| killed_at.elapsed());
+        gone_after.push(took);
+    }
+    let outcome = running.await.expect("load task");
+    eprintln!(
+        "node-3 out of routing after {gone_after:?}; shares {:?}",
+        outcome.shares
+    );
+    assert!(
+        outcome.failures.is_empty(),
+        "failed requests: {:?}",
+        outcome.failures
+    );
+    assert_eq!(outcome.ok(), 240);
+    assert!(
+        outcome.shares.get("node-3").copied().unwrap_or(0) > 0,
+        "node-3 never worked"
+    );
+    for (survivor, took) in nodes[..2].iter().zip(gone_after) {
+        let took = took.unwrap_or_else(|| panic!("{} still routes to node-3", survivor.name));
+        assert!(
+            took <= Duration::from_secs(3),
+            "{}: {took:?}",
+            survivor.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_under_load_without_failures() {
+    let pki = Pki::new("drain", KEY);
+    let mut nodes = mesh(&pki, 3, 100, 2).await;
+    let running = tokio::spawn(load(nodes[0].url("/segment"), png(64, 48), 240, 6, true));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nodes[2].sigterm();
+    let status = tokio::task::block_in_place(|| nodes[2].wait_exit(Duration::from_secs(20)))
+        .expect("node-3 did not exit within 20 s of SIGTERM");
+    assert!(status.success(), "node-3 exited with {status}");
+    let gone = wait_until(Duration::from_secs(5), || async {
+        !routable(&nodes[0]).await.contains(&"node-3".to_owned())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "node-1 still routes to node-3 after its drain"
+    );
+    let outcome = running.await.expect("load task");
+    eprintln!("shares {:?}", outcome.shares);
+    assert!(
+        outcome.failures.is_empty(),
+        "failed requests: {:?}",
+        outcome.failures
+    );
+    assert_eq!(outcome.ok(), 240);
+    assert!(
+        outcome.shares.get("node-3").copied().unwrap_or(0) > 0,
+        "node-3 never worked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_with_a_certificate_from_another_ca_is_refused() {
+    let pki = Pki::new("real", KEY);
+    let nodes = mesh(&pki, 2, 100, 2).await;
+    // Same gossip key (it hears the members) but a certificate from its own CA.
+    let rogue_pki = Pki::new("rogue", KEY);
+    rogue_pki.issue("node-x");
+    let rogue = Node::start(
+        &Spec::synthetic("node-x", 100, 1).seeds(&[nodes[0].gossip]),
+        &rogue_pki,
+    );
+    let heard = wait_until(Duration::from_secs(10), || async {
+        routable(&rogue).await.len() == 2
+    })
+    .await;
+    assert!(
+        heard.is_some(),
+        "the rogue node should hear gossip (same key)"
+    );
+    // More work than its one slot: it tries to forward, and every handshake is refused.
+    let outcome = load(rogue.url("/segment"), png(64, 48), 30, 4, true).await;
+    assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);
+    assert_eq!(
+        outcome.shares.get("node-x").copied(),
+        Some(30),
+        "{:?}",
+        outcome.shares
+    );
+    let mut refused = 0.0;
+    for node in &nodes {
+        let text = nodes::client()
+            .get(node.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            !text.contains("ml_tasks_processed_total{"),
+            "{} processed a task from the rogue node",
+            node.name
+        );
+        refused += metric(&text, "mesh_quic_handshake_failures_total");
+    }
+    assert!(refused > 0.0, "no handshake was refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_with_the_wrong_gossip_key_never_appears() {
+    let pki = Pki::new("keys", KEY);
+    let nodes = mesh(&pki, 2, 50, 1).await;
+    pki.issue("node-k");
+    let wrong_key = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210";
+    let outsider = Node::start_with(
+        &Spec::synthetic("node-k", 50, 1).seeds(&[nodes[0].gossip]),
+        pki.path(),
+        wrong_key,
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for node in &nodes {
+        let cluster = get_json(&node.url("/cluster")).await;
+        let ids: Vec<&str> = cluster["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["id"].as_str().expect("id"))
+            .collect();
+        assert!(
+            !ids.contains(&"node-k"),
+            "{} lists the outsider: {ids:?}",
+            node.name
+        );
+    }
+    assert!(routable(&outsider).await.is_empty(), "the outsider joined");
+    let text = nodes::client()
+        .get(nodes[0].url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let dropped = metric_with(
+        &text,
+        "mesh_gossip_packets_total",
+        "dropped_unauthenticated",
+    );
+    assert!(dropped > 0.0, "no unauthenticated gossip counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_beyond_capacity_gets_503_with_retry_after_and_bounded_memory() {
+    let pki = Pki::new("flood", KEY);
+    pki.issue("node-f");
+    let mut spec = Spec::synthetic("node-f", 300, 1).arg("--http-body-budget-mb", "8");
+    spec.queue = 1;
+    let node = Node::start(&spec, &pki);
+    let baseline_kb = node.peak_rss_kb();
+    // ~1 MB images, 64 at once, far beyond 1 slot + 1 queue place.
+    let image = nodes::noisy_png(600, 600);
+    assert!(image.len() > 1_000_000);
+    let outcome = load(node.url("/segment"), image, 256, 64, false).await;
+    assert!(
+        outcome.failures.is_empty(),
+        "unexpected failures: {:?}",
+        outcome.failures
+    );
+    assert!(
+        outcome.ok() >= 2,
+        "nothing was served: {:?}",
+        outcome.shares
+    );
+    assert!(
+        outcome.busy.len() > 100,
+        "only {} busy answers",
+        outcome.busy.len()
+    );
+    assert!(
+        outcome.busy.iter().all(|has| *has),
+        "a 503 without Retry-After"
+    );
+    let peak_kb = node.peak_rss_kb();
+    eprintln!("peak RSS {baseline_kb} kB at start, {peak_kb} kB after the flood");
+    assert!(
+        peak_kb < baseline_kb + 64 * 1024,
+        "peak RSS grew from {baseline_kb} to {peak_kb} kB"
+    );
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn metric_with(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

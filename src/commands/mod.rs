@@ -1,6 +1,7 @@
 //! Subcommands, one file each.
 
 mod eval;
+mod loadtest;
 mod segment;
 mod synth;
 mod train;
@@ -30,6 +31,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Write one synthetic micrograph (and its mask) like those the model trains on.
     Synth(synth::SynthArgs),
+    /// Offer segmentation load to nodes over HTTP; report throughput, latency and shares.
+    Loadtest(loadtest::LoadtestArgs),
 }
 
 /// Model selection shared by the commands that run inference.
@@ -68,5 +71,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Synth(args) => synth::run(args),
+        Command::Loadtest(args) => loadtest::run(args),
     }
 }

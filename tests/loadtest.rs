@@ -29,6 +29,8 @@ enum Script {
     /// By content type: PNG 200 from node-a, JPEG 422 `bad_image`, anything else a
     /// 502 with an HTML body (as a proxy in front of a node would send).
     ByContentType,
+    /// 200 from node-a, but only after this long.
+    Slow(Duration),
 }
 
 /// Test double of the node API: what it saw and how it answers.
@@ -102,6 +104,10 @@ async fn segment(
             }
             _ => (StatusCode::BAD_GATEWAY, "<html>502 Bad Gateway</html>").into_response(),
         },
+        Script::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            ok("node-a", 0)
+        }
     }
 }
 
@@ -347,6 +353,27 @@ fn unreachable_target_counts_connect_errors() {
     assert_eq!(errors(&r), BTreeMap::from([("connect".to_owned(), 3)]));
     assert!(r["latency"].is_null());
     assert_eq!(r["tasks_per_min"], 0.0);
+}
+
+#[test]
+fn slow_answers_count_as_timeouts() {
+    let server = serve(Script::Slow(Duration::from_secs(3)));
+    let mut args = vec![
+        "--json",
+        "--targets",
+        &server.url,
+        "--tasks",
+        "2",
+        "--timeout",
+        "0.3",
+    ];
+    args.extend(SMALL);
+    let r = report(&args);
+    assert_eq!(errors(&r), BTreeMap::from([("timeout".to_owned(), 2)]));
+    assert!(
+        r["wall_time_s"].as_f64().unwrap() < 2.0,
+        "the timeout did not cut the wait: {r}"
+    );
 }
 
 #[test]

@@ -131,7 +131,8 @@ impl Report {
     pub fn to_table(&self) -> String {
         let mut out = String::new();
         let mut row = |label: &str, value: String| {
-            let _ = writeln!(out, "{label:<14} {value}");
+            let line = format!("{label:<14} {value}");
+            let _ = writeln!(out, "{}", line.trim_end());
         };
         row(
             "targets",

@@ -5,13 +5,16 @@
 //!   types every entry point shares;
 //! - [`http`]: the axum API (`/segment`, `/health*`, `/metrics`, `/cluster`);
 //! - [`runtime`]: one running node, from binding its addresses to draining on SIGTERM;
-//! - [`uploads`]: safe paths under the shared uploads volume.
+//! - [`uploads`]: safe paths under the shared uploads volume;
+//! - [`loadtest`]: `spheromesh loadtest`, load over the HTTP API with throughput,
+//!   latency percentiles, errors by kind and each node's share.
 //!
 //! The binary's `commands/` parse the command line and call into here.
 #![deny(missing_docs, unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod http;
+pub mod loadtest;
 pub mod node;
 pub mod runtime;
 pub mod uploads;

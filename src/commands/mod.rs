@@ -2,6 +2,7 @@
 
 mod certs;
 mod eval;
+mod loadtest;
 mod node;
 mod segment;
 mod synth;
@@ -39,6 +40,8 @@ enum Command {
     Certs(certs::CertsArgs),
     /// Start a local mesh of N nodes with the shipped model (Ctrl-C drains it).
     Up(up::UpArgs),
+    /// Offer segmentation load to nodes over HTTP; report throughput, latency and shares.
+    Loadtest(loadtest::LoadtestArgs),
 }
 
 /// Model selection shared by the commands that run inference.
@@ -80,5 +83,6 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node(args) => node::run(args),
         Command::Certs(args) => certs::run(args),
         Command::Up(args) => up::run(args),
+        Command::Loadtest(args) => loadtest::run(args),
     }
 }

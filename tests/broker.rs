@@ -476,3 +476,50 @@ async fn drain_finishes_started_tasks_and_requeues_the_rest() {
     assert_eq!(env.depth().await, 5, "3 requeued + 2 never taken");
     env.cleanup().await;
 }
+
+/// The drain benchmark's spheromesh side, in-process (run by `benches/drain/run.sh`, which
+/// fills `DRAIN_BENCH_QUEUE` first): `DRAIN_BENCH_WORKERS` gated consumers, each with a
+/// 1-slot test-double runner that sleeps the image width in ms. Prints the makespan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "benchmark; run by benches/drain/run.sh"]
+async fn drain_benchmark_gated_consumers() {
+    let (Ok(queue), Ok(port)) = (
+        std::env::var("DRAIN_BENCH_QUEUE"),
+        std::env::var("DRAIN_BENCH_CALLBACK_PORT"),
+    ) else {
+        eprintln!("run this through benches/drain/run.sh");
+        return;
+    };
+    let workers: usize = std::env::var("DRAIN_BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(3);
+    let (url, conn) = support::broker().await.expect("broker");
+    let count = support::depth(&conn, &queue).await as usize;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for ms in [100, 2000] {
+        support::write_png(dir.path(), &format!("bench/{ms}.png"), ms, 4);
+    }
+    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let backend = FakeBackend::start_on(addr).await;
+    let mut consumers = Vec::new();
+    let mut runners = Vec::new();
+    for i in 0..workers {
+        let runner =
+            Arc::new(SlotRunner::new(&format!("node-{i}"), 1, Duration::ZERO).width_is_work());
+        let config = BrokerConfig::for_test(&url, &queue, dir.path());
+        consumers.push(Running::start(config, Arc::clone(&runner)));
+        runners.push(runner);
+    }
+    let got = backend.wait_for(count, Duration::from_secs(300)).await;
+    let first = runners
+        .iter()
+        .filter_map(|r| *r.first_start.lock().unwrap())
+        .min()
+        .expect("a start");
+    let last = got.iter().map(|c| c.at).max().expect("a callback");
+    println!("DRAIN_BENCH makespan_s={:.2}", (last - first).as_secs_f64());
+    for c in consumers {
+        c.stop(LONG).await;
+    }
+}

@@ -3,8 +3,8 @@
 
 One process: prefetch 4 (RABBITMQ_PREFETCH_COUNT), one task at a time, ack after the work.
 Instead of running the ResUNet it sleeps for the task's synthetic duration
-(`parameters.synthetic_ms`). It records the finish time of each task by appending
-`<taskId> <unix seconds>` lines to --done, so that the driver can compute the makespan.
+(`parameters.synthetic_ms`). It records each task by appending `<taskId> <start> <finish>` lines (unix seconds) to
+--done, so that the driver can compute the makespan (last finish - first start).
 
     python old_consumer.py --url amqp://guest:guest@127.0.0.1:5672/%2f --queue q --done done.txt
 """
@@ -21,7 +21,7 @@ def main() -> None:
     ap.add_argument("--url", default=os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"))
     ap.add_argument("--queue", default=os.environ.get("RABBITMQ_QUEUE", "segmentation_tasks"))
     ap.add_argument("--prefetch", type=int, default=int(os.environ.get("RABBITMQ_PREFETCH_COUNT", "4")))
-    ap.add_argument("--done", required=True, help="file to append '<taskId> <finish time>' lines to")
+    ap.add_argument("--done", required=True, help="file to append '<taskId> <start> <finish>' lines to")
     args = ap.parse_args()
 
     conn = pika.BlockingConnection(pika.URLParameters(args.url))
@@ -39,8 +39,9 @@ def main() -> None:
             channel.basic_nack(delivery_tag=method.delivery_tag, requeue=False)
             return
         ms = (msg.get("parameters") or {}).get("synthetic_ms", 100)
+        start = time.time()
         time.sleep(ms / 1000.0)  # "inference", one task at a time
-        done.write(f"{msg.get('taskId')} {time.time():.6f}\n")
+        done.write(f"{msg.get('taskId')} {start:.6f} {time.time():.6f}\n")
         channel.basic_ack(delivery_tag=method.delivery_tag)
 
     ch.basic_consume(queue=args.queue, on_message_callback=on_message)

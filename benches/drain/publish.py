@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Publishes the drain benchmark's batch like the backend does (default exchange,
 persistent, durable queue with no arguments): N tasks, most SHORT ms, LONG_COUNT of LONG ms,
-shuffled with a fixed seed. Prints the publish end time (unix seconds)."""
+shuffled with a fixed seed. The synthetic duration is in `parameters.synthetic_ms` (read by
+old_consumer.py) and in the image path, `bench/<ms>.png` (an image <ms> pixels wide: the
+spheromesh side's test-double runner sleeps the width, since a SegmentTask carries no
+parameters)."""
 import argparse
 import json
 import random
@@ -20,7 +23,6 @@ def main() -> None:
     ap.add_argument("--short-ms", type=int, default=100)
     ap.add_argument("--long-ms", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--image-path", default="bench/a.png")
     ap.add_argument("--callback-base", default="http://127.0.0.1:9/api/images")
     args = ap.parse_args()
 
@@ -35,7 +37,7 @@ def main() -> None:
         body = {
             "taskId": f"bench-{i}",
             "imageId": image,
-            "imagePath": args.image_path,
+            "imagePath": f"bench/{ms}.png",
             "parameters": {"synthetic_ms": ms},
             "retries": 0,
             "callbackUrl": f"{args.callback_base}/{image}/segmentation",
@@ -43,7 +45,6 @@ def main() -> None:
         ch.basic_publish(exchange="", routing_key=args.queue, body=json.dumps(body),
                          properties=pika.BasicProperties(delivery_mode=2))
     conn.close()
-    print(f"{time.time():.6f}")
 
 
 if __name__ == "__main__":

@@ -151,7 +151,7 @@ pub async fn run_consumer<R: TaskRunner>(
         match session.run(&config, &shared, &mut tasks, &shutdown).await {
             Ok(()) => {
                 drain(&mut tasks).await;
-                session.close().await;
+                session.close("spheromesh drained").await;
                 status.set_connected(false);
                 info!("rabbitmq consumer drained");
                 return Ok(());
@@ -159,7 +159,10 @@ pub async fn run_consumer<R: TaskRunner>(
             Err(e) => {
                 status.set_connected(false);
                 error!(cause = %error_chain(&e), "broker session ended; reconnecting");
-                drop(session);
+                // Close explicitly: handlers still hold clones of the session's channels,
+                // which would keep a half-broken connection (and its unacked deliveries)
+                // alive until they finish.
+                session.close("spheromesh session error").await;
                 let delay = config.reconnect_backoff.delay(0, &mut rng);
                 wait_reaping(&mut tasks, delay, &shutdown).await;
             }
@@ -355,9 +358,13 @@ impl Session {
         }
     }
 
-    async fn close(self) {
-        if let Err(e) = self.conn.close(200, "spheromesh drained".into()).await {
-            debug!(cause = %e, "closing the broker connection");
+    /// Closes the connection (best effort, bounded): the broker requeues whatever is
+    /// still unacked on it.
+    async fn close(self, reason: &str) {
+        match tokio::time::timeout(RPC_TIMEOUT, self.conn.close(200, reason.into())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!(cause = %e, "closing the broker connection"),
+            Err(_) => debug!("closing the broker connection timed out"),
         }
     }
 }

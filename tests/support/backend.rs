@@ -25,6 +25,8 @@ pub struct Callback {
     pub body: Value,
     pub user_agent: String,
     pub authorization: Option<String>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -49,11 +51,16 @@ pub struct FakeBackend {
 
 impl FakeBackend {
     pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// Like [`FakeBackend::start`] on a given address (the drain benchmark's fixed port).
+    pub async fn start_on(addr: SocketAddr) -> Self {
         let state = Arc::new(Inner::default());
         let app = Router::new()
             .route("/api/images/{id}/segmentation", put(callback))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("bind fake backend");
         let addr = listener.local_addr().expect("addr");
@@ -167,6 +174,7 @@ async fn callback(
         body,
         user_agent,
         authorization,
+        at: std::time::Instant::now(),
     });
     (StatusCode::OK, "{\"message\":\"ok\"}".into())
 }

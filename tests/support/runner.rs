@@ -32,6 +32,10 @@ pub struct SlotRunner {
     pub runs: AtomicU64,
     /// Task ids in the order they got a slot.
     pub started: Mutex<Vec<String>>,
+    /// When the first task got a slot.
+    pub first_start: Mutex<Option<Instant>>,
+    /// Sleep the image's width in milliseconds instead of `work` (drain benchmark).
+    pub work_from_width: bool,
 }
 
 impl SlotRunner {
@@ -46,7 +50,16 @@ impl SlotRunner {
             max_running: AtomicU32::new(0),
             runs: AtomicU64::new(0),
             started: Mutex::new(Vec::new()),
+            first_start: Mutex::new(None),
+            work_from_width: false,
         }
+    }
+
+    /// Each task sleeps its image's width in milliseconds (the drain benchmark's images
+    /// encode the synthetic duration that way: `SegmentTask` carries no parameters).
+    pub fn width_is_work(mut self) -> Self {
+        self.work_from_width = true;
+        self
     }
 
     /// Over-report free capacity by `extra` (a peer that gossip still shows as idle).
@@ -94,11 +107,20 @@ impl TaskRunner for SlotRunner {
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_running.fetch_max(now, Ordering::SeqCst);
         self.started.lock().unwrap().push(task.task_id.clone());
+        self.first_start
+            .lock()
+            .unwrap()
+            .get_or_insert_with(Instant::now);
         let decoded = decode_rgb8(&task.image, &DecodeLimits::default());
         let out = match decoded {
             Ok(img) => {
                 self.runs.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(self.work).await;
+                let work = if self.work_from_width {
+                    Duration::from_millis(u64::from(img.width()))
+                } else {
+                    self.work
+                };
+                tokio::time::sleep(work).await;
                 Ok(TaskResult {
                     polygons: polygon(img.width(), img.height()),
                     width: img.width(),

@@ -523,3 +523,31 @@ async fn drain_benchmark_gated_consumers() {
         c.stop(LONG).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_the_connection_up_while_a_long_task_runs() {
+    let Some(env) = Env::new("heartbeat").await else {
+        return;
+    };
+    support::write_png(&env.uploads(), "a.png", 24, 24);
+    // 1 s heartbeats, a 4 s task, and no other traffic while it runs (1 slot, so no
+    // basic.get; depth polls pushed out): only heartbeats keep the connection alive.
+    let runner = Arc::new(SlotRunner::new("node-a", 1, Duration::from_secs(4)));
+    let mut config = env.config();
+    let sep = if config.amqp_url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    config.amqp_url = format!("{}{sep}heartbeat=1", config.amqp_url);
+    config.depth_poll = Duration::from_secs(3600);
+    let consumer = Running::start(config, Arc::clone(&runner));
+    env.publish_task("long", "a.png", json!({})).await;
+    let got = env.backend.wait_for(1, LONG).await;
+    let status = consumer.stop(LONG).await;
+    assert_eq!(got[0].body["status"], "completed");
+    let s = status.snapshot();
+    assert_eq!((s.reconnects, s.requeued), (0, 0), "{s:?}");
+    assert_eq!(env.depth().await, 0, "acked on the original connection");
+    env.cleanup().await;
+}

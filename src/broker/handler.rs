@@ -126,6 +126,8 @@ async fn process<R: TaskRunner>(
         Ok(m) => m,
         Err(reason) => {
             warn!(%reason, bytes = delivery.data.len(), "malformed task message");
+            // Nothing will start: free the gate before the (slow) publish.
+            drop(unstarted);
             return dead_letter(shared, dlq, &delivery.data, &reason.to_string()).await;
         }
     };
@@ -134,12 +136,16 @@ async fn process<R: TaskRunner>(
     let key = image_key(&msg.image_id, &msg.image_path, &msg.parameters);
     if let Some(body) = shared.cache.get(&msg.task_id, &key) {
         info!("answering a redelivered task from the result cache");
+        drop(unstarted);
         shared.status.count(Event::FromCache);
         return answer(shared, dlq, delivery, &msg, &body, Event::Completed).await;
     }
     let params = match msg.params() {
         Ok(p) => p,
-        Err(reason) => return fail(shared, dlq, delivery, &msg, &reason).await,
+        Err(reason) => {
+            drop(unstarted);
+            return fail(shared, dlq, delivery, &msg, &reason).await;
+        }
     };
     let image = match shared.uploads.read(&msg.image_path).await {
         Ok(bytes) => bytes,
@@ -151,7 +157,10 @@ async fn process<R: TaskRunner>(
                 delay: Duration::from_secs(1),
             };
         }
-        Err(e) => return fail(shared, dlq, delivery, &msg, &error_chain(&e)).await,
+        Err(e) => {
+            drop(unstarted);
+            return fail(shared, dlq, delivery, &msg, &error_chain(&e)).await;
+        }
     };
     if drain.is_cancelled() {
         debug!("draining before the task started; requeueing");

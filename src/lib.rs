@@ -6,6 +6,8 @@
 //! - [`http`]: the axum API (`/segment`, `/health*`, `/metrics`, `/cluster`);
 //! - [`runtime`]: one running node, from binding its addresses to draining on SIGTERM;
 //! - [`uploads`]: safe paths under the shared uploads volume;
+//! - [`broker`]: the RabbitMQ drop-in: cooperative draining of `segmentation_tasks`, HTTP
+//!   callbacks, dead-lettering;
 //! - [`loadtest`]: `spheromesh loadtest`, load over the HTTP API with throughput,
 //!   latency percentiles, errors by kind and each node's share.
 //!
@@ -13,6 +15,7 @@
 #![deny(missing_docs, unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod broker;
 pub mod http;
 pub mod loadtest;
 pub mod node;

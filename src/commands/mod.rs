@@ -35,7 +35,7 @@ enum Command {
     /// Write one synthetic micrograph (and its mask) like those the model trains on.
     Synth(synth::SynthArgs),
     /// Run one mesh node: HTTP API, gossip membership, QUIC forwarding.
-    Node(node::NodeArgs),
+    Node(Box<node::NodeArgs>),
     /// Create the cluster CA, node certificates or a cluster key.
     Certs(certs::CertsArgs),
     /// Start a local mesh of N nodes with the shipped model (Ctrl-C drains it).
@@ -80,7 +80,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Synth(args) => synth::run(args),
-        Command::Node(args) => node::run(args),
+        Command::Node(args) => node::run(*args),
         Command::Certs(args) => certs::run(args),
         Command::Up(args) => up::run(args),
         Command::Loadtest(args) => loadtest::run(args),

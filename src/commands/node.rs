@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
+use std::sync::Arc;
+
+use spheromesh::broker::{run_consumer, BrokerArgs, BrokerConfig, BrokerStatus};
 use spheromesh::node::{Engine, ExecutorLimits, SyntheticSpec, SYNTHETIC_PREFIX};
-use spheromesh::runtime::{self, NodeConfig};
+use spheromesh::runtime::{self, NodeConfig, Sidecar};
 use spheromesh_inference::{DecodeLimits, Segmenter};
 use spheromesh_mesh::security::key_from_secret;
 
@@ -69,9 +72,6 @@ pub(crate) struct NodeArgs {
     /// Longest time an HTTP request may take, in seconds.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 300)]
     pub(crate) request_timeout_secs: u64,
-    /// Root of the shared uploads volume, for JSON `{"image_path": ...}` requests.
-    #[arg(long, env = "UPLOADS_ROOT")]
-    pub(crate) uploads_root: Option<PathBuf>,
     /// Megabytes of HTTP request bodies held at once; requests beyond it get 503 at once.
     #[arg(long, env = "HTTP_BODY_BUDGET_MB", default_value_t = 512)]
     pub(crate) http_body_budget_mb: usize,
@@ -81,6 +81,9 @@ pub(crate) struct NodeArgs {
     /// Largest accepted image, in pixels.
     #[arg(long, default_value_t = DecodeLimits::DEFAULT_MAX_PIXELS)]
     pub(crate) max_pixels: u64,
+    /// RabbitMQ consumer (on when a broker URL or host is given) and uploads root.
+    #[command(flatten)]
+    pub(crate) broker: BrokerArgs,
 }
 
 pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
@@ -124,12 +127,26 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         gossip_interval: Duration::from_millis(args.gossip_interval_ms),
         dead_after: Duration::from_millis(args.dead_after_ms),
         request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
-        uploads_root: args.uploads_root,
+        uploads_root: Some(args.broker.uploads_root.clone()),
         http_body_budget: args
             .http_body_budget_mb
             .saturating_mul(1024 * 1024)
             .max(args.max_bytes + 64 * 1024),
     };
+    let broker_config = BrokerConfig::from_args(&args.broker).context("RabbitMQ settings")?;
+    let broker_status = broker_config.as_ref().map(|_| BrokerStatus::new());
+    let sidecar = broker_config
+        .zip(broker_status.clone())
+        .map(|(config, status)| {
+            let start: Sidecar = Box::new(move |dispatcher, stop| {
+                tokio::spawn(async move {
+                    if let Err(error) = run_consumer(config, dispatcher, status, stop).await {
+                        tracing::error!(%error, "RabbitMQ consumer stopped");
+                    }
+                })
+            });
+            start
+        });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -137,8 +154,8 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
     runtime.block_on(runtime::run(
         config,
         engine,
-        None,
-        None,
+        broker_status.map(|s| s as Arc<BrokerStatus>),
+        sidecar,
         runtime::shutdown_signal(),
     ))
 }

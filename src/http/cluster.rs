@@ -47,6 +47,7 @@ pub(crate) async fn cluster(State(state): State<AppState>) -> Json<serde_json::V
                 "last_heard_ms": peer.last_heard.as_millis() as u64,
                 "generation": peer.generation,
                 "version": peer.version,
+                "rabbitmq_queue_depth": peer.queue_depth,
             })
         })
         .collect();

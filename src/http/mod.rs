@@ -7,7 +7,6 @@ mod health;
 mod segment;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -21,7 +20,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use error::ApiError;
 
+use crate::broker::BrokerStatus;
 use crate::node::{Dispatcher, TaskRunner};
+use crate::uploads::UploadsRoot;
 
 /// The addresses a node publishes, for `/cluster`.
 #[derive(Debug, Clone, Copy)]
@@ -32,14 +33,6 @@ pub struct NodeAddresses {
     pub quic: SocketAddr,
     /// Gossip.
     pub gossip: SocketAddr,
-}
-
-/// Read-only view of the broker consumer for `/health`.
-pub trait BrokerView: Send + Sync + std::fmt::Debug {
-    /// Whether the consumer holds a live connection.
-    fn connected(&self) -> bool;
-    /// The prefetch upper bound.
-    fn prefetch(&self) -> u16;
 }
 
 /// Everything the handlers share.
@@ -58,11 +51,11 @@ pub struct AppInner {
     /// False until the node serves, and again once it drains.
     pub ready: AtomicBool,
     /// Root for JSON `image_path` requests; `None` refuses them.
-    pub uploads_root: Option<PathBuf>,
+    pub uploads_root: Option<UploadsRoot>,
     /// Published addresses.
     pub addresses: NodeAddresses,
-    /// The broker consumer, if this node has one.
-    pub broker: Option<Arc<dyn BrokerView>>,
+    /// The broker consumer's status, if this node has one.
+    pub broker: Option<Arc<BrokerStatus>>,
     /// CPU/memory sampler for `/health` (CPU usage is measured between two calls).
     pub system: Mutex<sysinfo::System>,
     /// Bytes of request bodies this node holds at once (one permit per byte, up to a
@@ -79,8 +72,10 @@ impl AppInner {
         self.broker.as_ref().map(|b| b.connected())
     }
 
-    fn broker_prefetch(&self) -> u16 {
-        self.broker.as_ref().map_or(0, |b| b.prefetch())
+    fn broker_prefetch(&self) -> u32 {
+        self.broker
+            .as_ref()
+            .map_or(0, |b| b.snapshot().prefetch_bound)
     }
 
     fn resources(&self) -> serde_json::Value {

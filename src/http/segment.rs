@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::node::metrics;
 use crate::node::{SegmentTask, TaskError};
-use crate::uploads::{resolve_under, UploadPathError};
+use crate::uploads::PathError;
 
 /// Query parameters of `POST /segment`.
 #[derive(Debug, Default, Deserialize)]
@@ -83,7 +83,7 @@ pub(crate) async fn segment(
         let parsed: PathRequest = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
         threshold = threshold.or(parsed.threshold);
-        read_upload(&state, &parsed.image_path, max_bytes).await?
+        read_upload(&state, &parsed.image_path).await?
     } else if content_type.is_empty()
         || content_type.starts_with("image/")
         || content_type.starts_with("application/octet-stream")
@@ -209,34 +209,21 @@ fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError 
     }
 }
 
-async fn read_upload(state: &AppState, path: &str, max_bytes: usize) -> Result<Vec<u8>, ApiError> {
+async fn read_upload(state: &AppState, path: &str) -> Result<Vec<u8>, ApiError> {
     let Some(root) = &state.uploads_root else {
         return Err(ApiError::bad_request(
             "this node has no uploads root configured",
         ));
     };
-    let resolved = resolve_under(root, path).map_err(|e| match e {
-        UploadPathError::OutsideRoot { .. } => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "path_outside_uploads_root",
-            e.to_string(),
-        ),
-        UploadPathError::Empty => ApiError::bad_request(e.to_string()),
-        UploadPathError::NotFound { .. } => {
-            ApiError::new(StatusCode::NOT_FOUND, "image_not_found", e.to_string())
-        }
-    })?;
-    let size = tokio::fs::metadata(&resolved)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "image_not_found", e.to_string()))?
-        .len();
-    if size > max_bytes as u64 {
-        return Err(TaskError::TooLarge(format!(
-            "{path} is {size} bytes, more than the limit of {max_bytes} bytes"
-        ))
-        .into());
-    }
-    tokio::fs::read(&resolved)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "image_not_found", e.to_string()))
+    root.read(path).await.map_err(|e| {
+        let (status, code) = match &e {
+            PathError::Escapes { .. } => (StatusCode::FORBIDDEN, "path_outside_uploads_root"),
+            PathError::NotFound { .. } | PathError::NotAFile { .. } => {
+                (StatusCode::NOT_FOUND, "image_not_found")
+            }
+            PathError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "uploads_unavailable"),
+        };
+        ApiError::new(status, code, e.to_string())
+    })
 }

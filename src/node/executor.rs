@@ -155,6 +155,7 @@ impl Executor {
             capacity: self.limits.capacity,
             queue_limit: self.limits.queue_limit,
             service_ewma: self.service_ewma(),
+            queue_depth: None,
         }
     }
 

@@ -134,3 +134,19 @@ pub fn update_quic_counters(server: &spheromesh_mesh::transport::ServerMetrics) 
     counter!(QUIC_HANDSHAKE_FAILURES).absolute(server.handshake_failures());
     counter!(QUIC_BAD_FRAMES).absolute(server.bad_frames());
 }
+
+/// Copies the broker consumer's status into `ml_queue_size` and the `mesh_broker_*` series.
+pub fn update_broker(status: &crate::broker::BrokerStatusSnapshot) {
+    if let Some(depth) = status.queue_depth {
+        gauge!(QUEUE_SIZE).set(depth as f64);
+    }
+    gauge!("mesh_broker_connected").set(if status.connected { 1.0 } else { 0.0 });
+    gauge!("mesh_broker_unacked").set(f64::from(status.in_hand));
+    counter!("mesh_broker_callbacks_total", "outcome" => "ok").absolute(status.callbacks_ok);
+    counter!("mesh_broker_callbacks_total", "outcome" => "failed")
+        .absolute(status.callbacks_failed);
+    counter!("mesh_broker_dead_lettered_total").absolute(status.dead_lettered);
+    counter!("mesh_broker_requeued_total").absolute(status.requeued);
+    counter!("mesh_broker_answered_from_cache_total").absolute(status.answered_from_cache);
+    counter!("mesh_broker_reconnects_total").absolute(status.reconnects);
+}

@@ -209,6 +209,7 @@ mod tests {
             },
             generation: 1,
             version: None,
+            queue_depth: None,
         }
     }
 

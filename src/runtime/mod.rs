@@ -29,8 +29,10 @@ use tracing::{info, warn};
 pub use config::NodeConfig;
 pub use signals::shutdown_signal;
 
-use crate::http::{self, AppInner, BrokerView, NodeAddresses};
+use crate::broker::BrokerStatus;
+use crate::http::{self, AppInner, NodeAddresses};
 use crate::node::{metrics, Dispatcher, Engine, Executor, PeerTable};
+use crate::uploads::UploadsRoot;
 
 /// Something else the node runs until shutdown (the RabbitMQ consumer).
 pub type Sidecar =
@@ -47,7 +49,7 @@ pub type Sidecar =
 pub async fn run(
     config: NodeConfig,
     engine: Engine,
-    broker: Option<Arc<dyn BrokerView>>,
+    broker: Option<Arc<BrokerStatus>>,
     sidecar: Option<Sidecar>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
@@ -110,13 +112,16 @@ pub async fn run(
         engine_is_synthetic,
         request_timeout: config.request_timeout,
         ready: AtomicBool::new(false),
-        uploads_root: config.uploads_root.clone(),
+        uploads_root: config
+            .uploads_root
+            .clone()
+            .map(|root| UploadsRoot::new(root, executor.engine().limits().max_bytes as u64)),
         addresses: NodeAddresses {
             http: http_addr,
             quic: quic_addr,
             gossip: gossip_addr,
         },
-        broker,
+        broker: broker.clone(),
         system: Mutex::new(sysinfo::System::new()),
         body_budget: Arc::new(tokio::sync::Semaphore::new(config.http_body_budget)),
     });
@@ -164,7 +169,13 @@ pub async fn run(
 
     tokio::select! {
         () = shutdown => {}
-        () = publish_loop(&dispatcher, &quic_server, &prometheus, config.gossip_interval) => {}
+        () = publish_loop(
+            &dispatcher,
+            &quic_server,
+            broker.as_deref(),
+            &prometheus,
+            config.gossip_interval,
+        ) => {}
     }
     let drain_started = Instant::now();
     info!(grace = ?config.drain_grace, "draining: not ready, gossiping draining");
@@ -235,6 +246,7 @@ async fn stop_quic(server: ServerHandle) {
 async fn publish_loop(
     dispatcher: &Dispatcher,
     quic_server: &ServerHandle,
+    broker: Option<&BrokerStatus>,
     prometheus: &metrics_exporter_prometheus::PrometheusHandle,
     interval: Duration,
 ) {
@@ -245,7 +257,9 @@ async fn publish_loop(
         tick.tick().await;
         rounds += 1;
         let membership = dispatcher.membership();
-        membership.publish(&dispatcher.executor().load_report());
+        let mut report = dispatcher.executor().load_report();
+        report.queue_depth = broker.and_then(|b| b.snapshot().queue_depth);
+        membership.publish(&report);
         let peers = membership.peers();
         dispatcher.peer_table().retain(&peers);
         metrics::update_mesh_gauges(
@@ -260,6 +274,9 @@ async fn publish_loop(
             membership.restarts(),
         );
         metrics::update_quic_counters(quic_server.metrics());
+        if let Some(broker) = broker {
+            metrics::update_broker(&broker.snapshot());
+        }
         if rounds.is_multiple_of(50) {
             prometheus.run_upkeep();
         }

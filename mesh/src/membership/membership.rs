@@ -38,6 +38,8 @@ pub struct Peer {
     pub generation: u64,
     /// The software version it publishes.
     pub version: Option<String>,
+    /// The RabbitMQ queue depth it last saw, if it consumes from a broker.
+    pub queue_depth: Option<u64>,
 }
 
 /// Why membership could not start.

@@ -44,7 +44,7 @@
 //! };
 //! let membership = Membership::start(config).await?;
 //! membership.set_status(NodeStatus::Ready);
-//! membership.publish(&LoadReport { active: 0, capacity: 2, queue_limit: 8, service_ewma: None });
+//! membership.publish(&LoadReport { active: 0, capacity: 2, queue_limit: 8, service_ewma: None, queue_depth: None });
 //! let candidates = membership.peers().into_iter().filter(|p| p.view.is_candidate()).count();
 //! println!("{candidates} peers can take a task");
 //! membership.set_draining();
@@ -75,6 +75,6 @@ pub use config::{
 pub use membership::{Membership, MembershipError, Peer, ShutdownError};
 pub use node_state::{
     LoadReport, NodeStatus, PeerAddresses, UnknownStatus, KEY_ACTIVE, KEY_CAPACITY, KEY_HTTP_ADDR,
-    KEY_QUEUE_LIMIT, KEY_QUIC_ADDR, KEY_SERVICE_EWMA_MS, KEY_STATUS, KEY_VERSION,
+    KEY_QUEUE_DEPTH, KEY_QUEUE_LIMIT, KEY_QUIC_ADDR, KEY_SERVICE_EWMA_MS, KEY_STATUS, KEY_VERSION,
 };
 pub use sealed_transport::GossipStats;

@@ -36,6 +36,8 @@ pub const KEY_HTTP_ADDR: &str = "http_addr";
 pub const KEY_QUIC_ADDR: &str = "quic_addr";
 /// Key of the software version.
 pub const KEY_VERSION: &str = "version";
+/// Key of the RabbitMQ task queue depth the node last saw (absent without a broker).
+pub const KEY_QUEUE_DEPTH: &str = "queue_depth";
 
 /// Where a node is in its life, as gossiped under [`KEY_STATUS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -94,6 +96,8 @@ pub struct LoadReport {
     pub queue_limit: u32,
     /// Mean task time; `None` until measured.
     pub service_ewma: Option<Duration>,
+    /// Depth of the RabbitMQ task queue at this node's last look; `None` without a broker.
+    pub queue_depth: Option<u64>,
 }
 
 /// Addresses a peer publishes.
@@ -188,6 +192,10 @@ impl Published {
                     format_ewma(load.service_ewma),
                 ),
             ]);
+            kvs.extend(
+                load.queue_depth
+                    .map(|depth| (KEY_QUEUE_DEPTH.to_owned(), depth.to_string())),
+            );
         }
         kvs.extend(self.fixed.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         kvs
@@ -224,6 +232,7 @@ pub(crate) struct ParsedPeer {
     pub(crate) view: PeerView,
     pub(crate) addresses: PeerAddresses,
     pub(crate) version: Option<String>,
+    pub(crate) queue_depth: Option<u64>,
 }
 
 /// Reads a peer's keys through `get`. The peer is ready only if its status is `ready` and its
@@ -242,6 +251,7 @@ pub(crate) fn parse_peer<'a>(
             capacity: number(KEY_CAPACITY)?,
             queue_limit: number(KEY_QUEUE_LIMIT)?,
             service_ewma: parse_ewma(get(KEY_SERVICE_EWMA_MS)?)?,
+            queue_depth: get(KEY_QUEUE_DEPTH).and_then(|v| v.parse().ok()),
         })
     })();
     let addr = |key| get(key).and_then(|v| v.parse::<SocketAddr>().ok());
@@ -266,6 +276,7 @@ pub(crate) fn parse_peer<'a>(
         },
         addresses,
         version: get(KEY_VERSION).map(str::to_owned),
+        queue_depth: load.queue_depth,
     }
 }
 
@@ -312,6 +323,7 @@ mod tests {
             capacity: 2,
             queue_limit: 8,
             service_ewma: Some(Duration::from_micros(250_125)),
+            queue_depth: None,
         };
         publisher.set_load(&report);
         publisher.set_status(NodeStatus::Ready);
@@ -339,6 +351,7 @@ mod tests {
         // No EWMA yet is fine; draining is never ready.
         publisher.set_load(&LoadReport {
             service_ewma: None,
+            queue_depth: None,
             ..report
         });
         publisher.set_status(NodeStatus::Draining);

@@ -236,6 +236,7 @@ impl Supervisor {
                 addresses: parsed.addresses,
                 generation: chitchat_id.generation_id,
                 version: parsed.version,
+                queue_depth: parsed.queue_depth,
             };
             match newest.get(&peer.id) {
                 Some(other) if other.generation > peer.generation => {}

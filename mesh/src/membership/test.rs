@@ -38,6 +38,7 @@ fn load(active: u32) -> LoadReport {
         capacity: 2,
         queue_limit: 4,
         service_ewma: Some(Duration::from_micros(123_456)),
+        queue_depth: None,
     }
 }
 

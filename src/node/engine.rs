@@ -21,11 +21,13 @@ pub enum Engine {
     /// The ResUNet, loaded once and shared by every slot.
     Model(Segmenter),
     /// **Test double** for routing tests and benchmarks: reads the image header (so a
-    /// corrupt image still fails), sleeps `service` and returns no polygons. Selected with
-    /// `--model synthetic:SERVICE_MS`; never use it to serve real users.
+    /// corrupt image still fails), sleeps and returns no polygons. Selected with
+    /// `--model synthetic:SERVICE_MS` (every task takes SERVICE_MS), or
+    /// `--model synthetic:width` (a task takes as many milliseconds as its image is wide,
+    /// for mixed-duration benchmarks); never use it to serve real users.
     Synthetic {
-        /// Time every task takes.
-        service: Duration,
+        /// Time every task takes; `None`: the image width in milliseconds.
+        service: Option<Duration>,
         /// Byte and pixel caps, as for the real model.
         limits: DecodeLimits,
     },
@@ -57,21 +59,25 @@ pub struct EngineOutput {
     pub height: u32,
 }
 
-/// A `synthetic:MS` model selector.
+/// A `synthetic:MS` or `synthetic:width` model selector: the service time, `None` for
+/// "the image width in milliseconds".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyntheticSpec(pub Duration);
+pub struct SyntheticSpec(pub Option<Duration>);
 
 impl FromStr for SyntheticSpec {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let ms = text
+        let rest = text
             .strip_prefix(SYNTHETIC_PREFIX)
             .ok_or_else(|| format!("{text:?} does not start with {SYNTHETIC_PREFIX:?}"))?;
-        let ms: u64 = ms
-            .parse()
-            .map_err(|_| format!("{text:?}: expected {SYNTHETIC_PREFIX}MILLISECONDS"))?;
-        Ok(SyntheticSpec(Duration::from_millis(ms)))
+        if rest == "width" {
+            return Ok(SyntheticSpec(None));
+        }
+        let ms: u64 = rest.parse().map_err(|_| {
+            format!("{text:?}: expected {SYNTHETIC_PREFIX}MILLISECONDS or {SYNTHETIC_PREFIX}width")
+        })?;
+        Ok(SyntheticSpec(Some(Duration::from_millis(ms))))
     }
 }
 
@@ -98,11 +104,15 @@ impl Engine {
                 s.model().config().input_size,
                 s.model().device_name()
             ),
-            Engine::Synthetic { service, .. } => {
-                format!(
-                    "synthetic test double ({} ms per task)",
-                    service.as_millis()
-                )
+            Engine::Synthetic {
+                service: Some(service),
+                ..
+            } => format!(
+                "synthetic test double ({} ms per task)",
+                service.as_millis()
+            ),
+            Engine::Synthetic { service: None, .. } => {
+                "synthetic test double (image width in ms per task)".to_owned()
             }
         }
     }
@@ -171,7 +181,7 @@ impl Engine {
             Engine::Synthetic { service, limits } => {
                 Self::precheck(limits, image, threshold)?;
                 let (width, height) = header_dimensions(image)?;
-                std::thread::sleep(*service);
+                std::thread::sleep(service.unwrap_or(Duration::from_millis(u64::from(width))));
                 Ok(EngineOutput {
                     polygons: serde_json::Value::Array(Vec::new()),
                     width,
@@ -215,7 +225,11 @@ mod tests {
     fn synthetic_spec_parses_milliseconds() {
         assert_eq!(
             "synthetic:150".parse::<SyntheticSpec>(),
-            Ok(SyntheticSpec(Duration::from_millis(150)))
+            Ok(SyntheticSpec(Some(Duration::from_millis(150))))
+        );
+        assert_eq!(
+            "synthetic:width".parse::<SyntheticSpec>(),
+            Ok(SyntheticSpec(None))
         );
         assert!("synthetic:".parse::<SyntheticSpec>().is_err());
         assert!("models/x.safetensors".parse::<SyntheticSpec>().is_err());
@@ -250,7 +264,7 @@ mod tests {
     #[test]
     fn synthetic_engine_fails_a_corrupt_image() {
         let engine = Engine::Synthetic {
-            service: Duration::ZERO,
+            service: Some(Duration::ZERO),
             limits: DecodeLimits::default(),
         };
         let truncated = b"\x89PNG\r\n\x1a\n\0\0";

@@ -252,7 +252,7 @@ mod tests {
     fn synthetic(ms: u64, capacity: u32, queue_limit: u32) -> Arc<Executor> {
         Executor::new(
             Engine::Synthetic {
-                service: Duration::from_millis(ms),
+                service: Some(Duration::from_millis(ms)),
                 limits: DecodeLimits::default(),
             },
             ExecutorLimits {

@@ -7,7 +7,6 @@
 
 #[path = "nodes/mod.rs"]
 mod nodes;
-#[allow(dead_code)]
 mod support;
 
 use std::collections::HashMap;

@@ -206,6 +206,7 @@ impl Dispatcher {
                     processing_ms: u64::try_from(result.processing_time.as_millis())
                         .unwrap_or(u64::MAX),
                     processed_by: result.processed_by,
+                    active_after: Some(self.executor.active()),
                 }
             }
             Err(error) => {
@@ -287,24 +288,29 @@ impl Dispatcher {
             return Step::Retry;
         };
         let now = Instant::now();
-        let Some(_inflight) = self.peers.begin(target, now) else {
+        let Some(inflight) = self.peers.begin(target, now) else {
             return Step::Retry;
         };
         let remaining = deadline.saturating_duration_since(now);
         request.deadline_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
-        match self
+        let answer = self
             .client
             .forward(addr, target.as_str(), request, remaining)
-            .await
-        {
+            .await;
+        drop(inflight);
+        match answer {
             Ok(TaskResponse::Done {
                 polygons_json,
                 width,
                 height,
                 processing_ms,
                 processed_by,
+                active_after,
             }) => {
                 self.peers.on_success(target);
+                if let Some(active) = active_after {
+                    self.peers.on_answer(target, active, Instant::now());
+                }
                 metrics::record_forward("done");
                 match serde_json::from_slice(&polygons_json) {
                     Ok(polygons) => Step::Done(TaskResult {

@@ -9,6 +9,11 @@
 //!   peers had free slots);
 //! - forwards that were in the report and have been answered since are taken off `active`
 //!   (they finished; a stale count would make the peer look busier than it is).
+//!
+//! A peer also reports its load on every answer (`active_after`): when that is newer than
+//! the gossip report it is the base instead, with its exact time. Under load answers come
+//! far more often than gossip rounds, and gossip's sample time is only known to within a
+//! round.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -28,6 +33,8 @@ struct PeerLocal {
     inflight: HashMap<u64, Instant>,
     /// `(sent, answered)` of recent forwards, oldest first.
     answered: std::collections::VecDeque<(Instant, Instant)>,
+    /// The load the peer reported on its last answer, and when it arrived.
+    last_answer: Option<(Instant, u32)>,
     breaker: CircuitBreaker,
 }
 
@@ -87,6 +94,7 @@ impl PeerTable {
         map.entry(peer.clone()).or_insert_with(|| PeerLocal {
             inflight: HashMap::new(),
             answered: std::collections::VecDeque::new(),
+            last_answer: None,
             breaker: self.fresh_breaker.clone(),
         })
     }
@@ -100,7 +108,13 @@ impl PeerTable {
             .map(|peer| {
                 let mut view = peer.view.clone();
                 if let Some(local) = map.get(&peer.id) {
-                    let reported_at = now.checked_sub(peer.last_heard);
+                    let mut reported_at = now.checked_sub(peer.last_heard);
+                    if let Some((at, active)) = local.last_answer {
+                        if reported_at.is_none_or(|r| at > r) {
+                            reported_at = Some(at);
+                            view.active = active;
+                        }
+                    }
                     let unreported = local
                         .inflight
                         .values()
@@ -149,6 +163,13 @@ impl PeerTable {
     pub fn on_success(&self, peer: &NodeId) {
         let mut map = self.lock();
         self.entry(&mut map, peer).breaker.on_success();
+    }
+
+    /// Records the load `peer` reported on an answer; call it after the answered forward's
+    /// [`Inflight`] is dropped.
+    pub fn on_answer(&self, peer: &NodeId, active_after: u32, now: Instant) {
+        let mut map = self.lock();
+        self.entry(&mut map, peer).last_answer = Some((now, active_after));
     }
 
     /// Records a failure of `peer` (lost stream, timeout, internal error).
@@ -235,6 +256,25 @@ mod tests {
         drop(old);
         assert_eq!(table.inflight(&id), 0);
         assert_eq!(table.views(&[peer(report)], Instant::now())[0].active, 0);
+    }
+
+    #[test]
+    fn a_load_on_an_answer_newer_than_gossip_is_the_base() {
+        let table = PeerTable::new(BreakerConfig::default()).expect("config");
+        let id = NodeId::new("p");
+        let now = Instant::now();
+        let t0 = now.checked_sub(Duration::from_secs(1)).expect("uptime");
+        // An answer older than the gossip report (10 ms ago, active = 1) is ignored.
+        table.on_answer(&id, 5, t0);
+        let view = &table.views(&[peer(Duration::from_millis(10))], now)[0];
+        assert_eq!(view.active, 1);
+        // Gossip said active = 1, 900 ms ago; an answer 100 ms ago said 0.
+        table.on_answer(&id, 0, t0 + Duration::from_millis(900));
+        let _forward = table
+            .begin(&id, t0 + Duration::from_millis(950))
+            .expect("closed");
+        let view = &table.views(&[peer(Duration::from_millis(900))], now)[0];
+        assert_eq!((view.active, view.local_inflight), (0, 1));
     }
 
     #[test]

@@ -80,6 +80,12 @@ pub enum TaskResponse {
         processing_ms: u64,
         /// Node id of the peer that ran the model.
         processed_by: String,
+        /// The peer's tasks running plus queued once this one finished: its load,
+        /// piggybacked on the answer so the sender need not wait for the next gossip round.
+        /// `None` from a peer that does not send it (the field is optional on the wire, so
+        /// peers with and without it understand each other on the same ALPN).
+        #[serde(default)]
+        active_after: Option<u32>,
     },
     /// The peer has no capacity now; the sender may try it again after `retry_after_ms`.
     Busy {
@@ -119,6 +125,7 @@ impl fmt::Debug for TaskResponse {
                 height,
                 processing_ms,
                 processed_by,
+                active_after,
             } => f
                 .debug_struct("Done")
                 .field("polygons_json", &ByteLen(polygons_json.len()))
@@ -126,6 +133,7 @@ impl fmt::Debug for TaskResponse {
                 .field("height", height)
                 .field("processing_ms", processing_ms)
                 .field("processed_by", processed_by)
+                .field("active_after", active_after)
                 .finish(),
             TaskResponse::Busy { retry_after_ms } => f
                 .debug_struct("Busy")

@@ -90,6 +90,7 @@ fn responses() -> Vec<TaskResponse> {
             height: 768,
             processing_ms: 812,
             processed_by: "node-b".into(),
+            active_after: Some(3),
         },
         TaskResponse::Busy {
             retry_after_ms: 250,
@@ -367,4 +368,40 @@ proptest! {
         let (_, peak, _) = probed_read::<TaskRequest>(&frame, max);
         prop_assert!(peak <= max, "allocated {} bytes", peak);
     }
+}
+
+/// A `Done` from a peer that does not send `active_after` still decodes (as `None`).
+#[test]
+fn done_without_the_piggybacked_load_decodes() {
+    #[derive(serde::Serialize)]
+    enum OldResponse {
+        Done {
+            #[serde(with = "serde_bytes")]
+            polygons_json: Vec<u8>,
+            width: u32,
+            height: u32,
+            processing_ms: u64,
+            processed_by: String,
+        },
+    }
+    let old = OldResponse::Done {
+        polygons_json: b"[]".to_vec(),
+        width: 1,
+        height: 2,
+        processing_ms: 3,
+        processed_by: "old-peer".into(),
+    };
+    let frame = encode(&old, DEFAULT_MAX_FRAME).expect("encode");
+    let decoded: TaskResponse = decode(&frame, DEFAULT_MAX_FRAME).expect("decode");
+    assert_eq!(
+        decoded,
+        TaskResponse::Done {
+            polygons_json: b"[]".to_vec(),
+            width: 1,
+            height: 2,
+            processing_ms: 3,
+            processed_by: "old-peer".into(),
+            active_after: None,
+        }
+    );
 }

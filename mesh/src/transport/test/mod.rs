@@ -5,7 +5,6 @@
 
 mod faults;
 mod lifecycle;
-mod probe;
 mod round_trip;
 mod security;
 
@@ -83,6 +82,7 @@ fn echo(req: TaskRequest) -> TaskResponse {
         height: 1,
         processing_ms: 0,
         processed_by: SERVER.into(),
+        active_after: None,
     }
 }
 

@@ -38,6 +38,19 @@ pub struct Dispatcher {
     rng: Mutex<StdRng>,
 }
 
+/// How a task is placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Power of two choices on the expected completion time (HTTP work).
+    Best,
+    /// A free slot first, here or at a peer that does not pull work itself, then as
+    /// [`Placement::Best`]. For work the broker consumer pulled because
+    /// [`TaskRunner::startable_now`] counted such a slot: comparing service-time EWMAs,
+    /// which vary with the task mix, could otherwise send it to queue behind a long task
+    /// while the slot it was pulled for stays empty.
+    FreeSlot,
+}
+
 /// What one send to a peer came to.
 enum Step {
     Done(TaskResult),
@@ -105,6 +118,14 @@ impl Dispatcher {
     /// [`TaskError`]: invalid input, busy when no node has room, deadline exceeded, or an
     /// internal failure when every attempt failed.
     pub async fn submit(&self, task: SegmentTask) -> Result<TaskResult, TaskError> {
+        self.route(task, Placement::Best).await
+    }
+
+    async fn route(
+        &self,
+        task: SegmentTask,
+        placement: Placement,
+    ) -> Result<TaskResult, TaskError> {
         Engine::precheck(self.executor.engine().limits(), &task.image, task.threshold)?;
         let deadline = task.deadline;
         let mut request = TaskRequest {
@@ -117,6 +138,20 @@ impl Dispatcher {
             entry_node: self.instance_id.clone(),
         };
         let mut budget = RetryBudget::new(deadline);
+        if placement == Placement::FreeSlot {
+            if let Some(admission) = self.executor.try_admit_to_slot() {
+                return self.run_admitted(admission, request, 0, deadline).await;
+            }
+            if let Some(target) = self.free_non_consuming_peer() {
+                budget.record_attempt(target.clone());
+                let members = self.membership.peers();
+                match self.forward(&target, &members, &mut request, deadline).await {
+                    Step::Done(result) => return Ok(result),
+                    Step::Fail(error) => return Err(error),
+                    Step::Busy | Step::Retry => {}
+                }
+            }
+        }
         for _ in 0..MAX_ROUNDS {
             let now = Instant::now();
             if now >= deadline {
@@ -177,6 +212,25 @@ impl Dispatcher {
         Err(TaskError::Busy {
             retry_after: self.retry_after(),
         })
+    }
+
+    /// The best-scored routable peer with a free slot that does not consume the broker
+    /// queue itself.
+    fn free_non_consuming_peer(&self) -> Option<NodeId> {
+        let members = self.membership.peers();
+        let views = self.peers.views(&members, Instant::now());
+        let default_service = self.executor.service_ewma().unwrap_or(DEFAULT_SERVICE);
+        members
+            .iter()
+            .zip(&views)
+            .filter(|(peer, view)| {
+                peer.queue_depth.is_none()
+                    && view.is_candidate()
+                    && view.outstanding() < u64::from(view.capacity)
+            })
+            .map(|(_, view)| (routing::score(view, default_service), &view.id))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, id)| id.clone())
     }
 
     /// Runs a task that a peer forwarded here; it is never forwarded again.
@@ -369,20 +423,27 @@ impl TaskRunner for Dispatcher {
         &self.instance_id
     }
 
+    /// Free slots here, plus those of routable peers that do not consume the broker queue
+    /// themselves (they gossip no queue depth). A consuming peer pulls work for its own
+    /// free slots; counting them here too would let two consumers claim the same slot, and
+    /// one of the two tasks would wait behind the other (measured: drain makespan 1.16-1.32x
+    /// the lower bound with the double count).
     fn startable_now(&self) -> u32 {
         let now = Instant::now();
-        let peers = self.peers.views(&self.membership.peers(), now);
-        let remote: u64 = peers
+        let members = self.membership.peers();
+        let views = self.peers.views(&members, now);
+        let remote: u64 = members
             .iter()
-            .filter(|v| v.is_candidate())
-            .map(|v| u64::from(v.capacity).saturating_sub(v.outstanding()))
+            .zip(&views)
+            .filter(|(peer, view)| peer.queue_depth.is_none() && view.is_candidate())
+            .map(|(_, v)| u64::from(v.capacity).saturating_sub(v.outstanding()))
             .sum();
         let total = u64::from(self.executor.free_slots()) + remote;
         u32::try_from(total).unwrap_or(u32::MAX)
     }
 
     async fn run(&self, task: SegmentTask) -> Result<TaskResult, TaskError> {
-        self.submit(task).await
+        self.route(task, Placement::FreeSlot).await
     }
 }
 

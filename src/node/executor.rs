@@ -179,6 +179,25 @@ impl Executor {
             })
     }
 
+    /// Takes a place only if a slot is free now (the task will not queue).
+    pub fn try_admit_to_slot(self: &Arc<Self>) -> Option<Admission> {
+        if self.is_draining() {
+            return None;
+        }
+        let capacity = self.limits.capacity;
+        self.admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < capacity).then_some(n + 1)
+            })
+            .ok()
+            .map(|before| {
+                metrics::set_active(before + 1);
+                Admission {
+                    executor: Arc::clone(self),
+                }
+            })
+    }
+
     /// Waits for a slot (until `deadline`), then runs the engine on a blocking thread.
     ///
     /// # Errors
@@ -278,6 +297,7 @@ mod tests {
         let b = ex.try_admit().expect("2");
         let c = ex.try_admit().expect("3 (queue)");
         assert!(ex.try_admit().is_none(), "room is capacity + queue");
+        assert!(ex.try_admit_to_slot().is_none(), "no free slot");
         assert_eq!(ex.active(), 3);
         assert_eq!(ex.free_slots(), 0);
         drop((a, b));

@@ -258,7 +258,9 @@ async fn publish_loop(
         rounds += 1;
         let membership = dispatcher.membership();
         let mut report = dispatcher.executor().load_report();
-        report.queue_depth = broker.and_then(|b| b.snapshot().queue_depth);
+        // A consuming node always publishes a depth (0 until its first poll): peers read
+        // its presence as "pulls its own work" (see Dispatcher::startable_now).
+        report.queue_depth = broker.map(|b| b.snapshot().queue_depth.unwrap_or(0));
         membership.publish(&report);
         let peers = membership.peers();
         dispatcher.peer_table().retain(&peers);

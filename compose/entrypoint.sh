@@ -7,6 +7,14 @@
 # 127.0.0.1, which peers in other containers cannot reach.
 set -eu
 
+# Compose passes `VAR: ${VAR:-}` as an empty string when .env leaves VAR blank. The node
+# takes an empty value literally (RABBITMQ_PORT= fails to parse, CALLBACK_AUTHORIZATION=
+# would send an empty header, RABBITMQ_USER= would not default to guest): an empty
+# variable here means "not set".
+for v in $(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=$/\1/p'); do
+    unset "$v"
+done
+
 case "${1:-node}" in
     -*) set -- node "$@" ;;
     "") set -- node ;;

@@ -161,3 +161,63 @@ fn synth_writes_an_image_and_its_mask() {
         image::image_dimensions(&mask).unwrap()
     );
 }
+
+/// The README's run command: `spheromesh up` starts 3 nodes with the shipped model, pushes
+/// the example through node-1 (printing the demo line), serves, and drains on SIGTERM.
+#[test]
+fn up_starts_a_mesh_with_the_shipped_model_and_drains_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let state = tempfile::tempdir().expect("tempdir");
+    // A base port unlikely to collide with other tests (they bind port 0 or random ports).
+    let base = 21_000 + (std::process::id() % 2_000) as u16;
+    let mut child = bin()
+        .args(["up", "--base-port", &base.to_string(), "--state-dir"])
+        .arg(state.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn up");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let demo = loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(line) if line.starts_with("demo:") => break line,
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no demo line; output so far: {seen:#?}");
+            }
+        }
+    };
+    assert!(seen.iter().any(|l| l.contains("3 nodes up")), "{seen:#?}");
+    assert!(demo.contains("processed by \"node-"), "{demo}");
+    let polygons: usize = demo
+        .split("-> ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("polygon count in the demo line");
+    assert!(polygons > 0, "the shipped model found nothing: {demo}");
+    let cluster = std::process::Command::new("curl")
+        .args(["-s", &format!("http://127.0.0.1:{}/cluster", base + 1)])
+        .output();
+    if let Ok(out) = cluster {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("node-1") && text.contains("node-3"), "{text}");
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "up exited with {status}");
+}

@@ -145,7 +145,10 @@ impl Dispatcher {
             if let Some(target) = self.free_non_consuming_peer() {
                 budget.record_attempt(target.clone());
                 let members = self.membership.peers();
-                match self.forward(&target, &members, &mut request, deadline).await {
+                match self
+                    .forward(&target, &members, &mut request, deadline)
+                    .await
+                {
                     Step::Done(result) => return Ok(result),
                     Step::Fail(error) => return Err(error),
                     Step::Busy | Step::Retry => {}

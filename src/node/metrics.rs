@@ -62,6 +62,11 @@ pub fn set_active(active: u32) {
     gauge!(ACTIVE_TASKS).set(f64::from(active));
 }
 
+/// Sets `ml_queue_size`.
+pub fn set_queue_size(depth: u64) {
+    gauge!(QUEUE_SIZE).set(depth as f64);
+}
+
 /// Records one queue wait.
 pub fn record_queue_wait(wait: Duration) {
     histogram!(QUEUE_WAIT).record(wait.as_secs_f64());

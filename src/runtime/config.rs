@@ -51,15 +51,85 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// The address peers reach `bound` at.
+    /// The address peers reach `bound` at: `advertise_host`, else the bound IP, else (bound
+    /// to 0.0.0.0) the local address of the route to the first seed, else 127.0.0.1.
+    ///
+    /// Advertising 127.0.0.1 to peers on other hosts would make them dial themselves.
     pub fn advertised(&self, bound: SocketAddr) -> SocketAddr {
         let ip = self.advertise_host.unwrap_or_else(|| {
             if bound.ip().is_unspecified() {
-                IpAddr::V4(Ipv4Addr::LOCALHOST)
+                self.route_to_seeds()
+                    .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
             } else {
                 bound.ip()
             }
         });
         SocketAddr::new(ip, bound.port())
+    }
+
+    /// The local IP the OS would use to reach the first resolvable, non-loopback seed
+    /// (a connected UDP socket sends nothing; it only picks the route).
+    fn route_to_seeds(&self) -> Option<IpAddr> {
+        use std::net::{ToSocketAddrs, UdpSocket};
+        self.seeds.iter().find_map(|seed| {
+            let target = seed
+                .to_socket_addrs()
+                .ok()?
+                .find(|a| !a.ip().is_loopback())?;
+            let socket = UdpSocket::bind(if target.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            })
+            .ok()?;
+            socket.connect(target).ok()?;
+            socket.local_addr().ok().map(|a| a.ip())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(seeds: &[&str], advertise_host: Option<IpAddr>) -> NodeConfig {
+        NodeConfig {
+            instance_id: "n".into(),
+            cluster_id: "c".into(),
+            http_listen: "0.0.0.0:0".parse().expect("addr"),
+            quic_listen: "0.0.0.0:0".parse().expect("addr"),
+            gossip_listen: "0.0.0.0:0".parse().expect("addr"),
+            advertise_host,
+            seeds: seeds.iter().map(|s| (*s).to_owned()).collect(),
+            model_path: String::new(),
+            limits: ExecutorLimits {
+                capacity: 1,
+                queue_limit: 0,
+                inference_threads: 1,
+            },
+            tls_dir: None,
+            cluster_key: None,
+            drain_grace: Duration::from_secs(1),
+            gossip_interval: Duration::from_millis(200),
+            dead_after: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(1),
+            uploads_root: None,
+            http_body_budget: 1,
+        }
+    }
+
+    #[test]
+    fn advertised_address_never_defaults_to_loopback_for_remote_seeds() {
+        let any: SocketAddr = "0.0.0.0:5002".parse().expect("addr");
+        let local_only = config(&["127.0.0.1:7946"], None).advertised(any);
+        assert_eq!(local_only.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        // A documentation-range address routes via the default interface, if there is one.
+        if let Some(ip) = config(&["192.0.2.1:7946"], None).route_to_seeds() {
+            assert!(!ip.is_loopback() && !ip.is_unspecified(), "{ip}");
+        }
+        let explicit: IpAddr = "10.1.2.3".parse().expect("ip");
+        assert_eq!(config(&[], Some(explicit)).advertised(any).ip(), explicit);
+        let bound: SocketAddr = "10.9.9.9:1".parse().expect("addr");
+        assert_eq!(config(&[], None).advertised(bound), bound);
     }
 }

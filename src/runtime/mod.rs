@@ -276,8 +276,10 @@ async fn publish_loop(
             membership.restarts(),
         );
         metrics::update_quic_counters(quic_server.metrics());
-        if let Some(broker) = broker {
-            metrics::update_broker(&broker.snapshot());
+        match broker {
+            Some(broker) => metrics::update_broker(&broker.snapshot()),
+            // The contract's dashboards expect the series on every node.
+            None => metrics::set_queue_size(0),
         }
         if rounds.is_multiple_of(50) {
             prometheus.run_upkeep();

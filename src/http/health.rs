@@ -1,8 +1,11 @@
 //! `GET /health` (the old service's keys, plus the mesh), `/health/live`, `/health/ready`.
 //!
 //! `/health` answers 200 whenever this node can accept work, through itself or a peer, and
-//! 503 only when it cannot (draining, or no node has room): the backend stops publishing
-//! on anything but 200, so a false 503 would stop the whole app.
+//! 503 only when it cannot: while it drains or before it serves. A mesh whose slots and
+//! queues are full at this instant still accepts work - the broker queue holds it, and
+//! HTTP clients get 503 `busy` per request - so that is `degraded`, not 503: the backend
+//! stops publishing on anything but 200, and a false 503 would stop the whole app for a
+//! polling interval (the old service's 503 on 90% memory did exactly that).
 
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -24,18 +27,12 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
         .filter(|p| p.view.ready && !p.view.draining)
         .count();
     let draining = executor.is_draining();
-    let can_take_work = !draining
-        && (executor.local_view().has_room()
-            || state
-                .dispatcher
-                .peer_table()
-                .views(&peers, std::time::Instant::now())
-                .iter()
-                .any(|v| v.is_candidate()));
+    let can_take_work = !draining && state.ready.load(Ordering::Acquire);
+    let room_now = state.dispatcher.has_room_anywhere();
     let broker_connected = state.broker_connected();
     let status = if !can_take_work {
         "unhealthy"
-    } else if broker_connected == Some(false) {
+    } else if broker_connected == Some(false) || !room_now {
         "degraded"
     } else {
         "healthy"
@@ -71,6 +68,7 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
             "peers": peers.len(),
             "ready_peers": ready_peers,
             "startable_now": state.dispatcher.startable_now(),
+            "room_now": room_now,
             "load": {
                 "active": load.active,
                 "capacity": load.capacity,

@@ -46,6 +46,7 @@ use super::cache::ResultCache;
 use super::callback::CallbackClient;
 use super::config::{redact_url, BrokerConfig, ConfigError};
 use super::dead_letter;
+use super::error_chain;
 use super::handler::{handle, Shared, Unstarted};
 use super::status::{BrokerStatus, Event, InHand};
 use crate::node::TaskRunner;
@@ -367,15 +368,4 @@ impl Session {
             Err(_) => debug!("closing the broker connection timed out"),
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

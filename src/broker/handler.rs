@@ -31,6 +31,7 @@ use tracing::{debug, error, info, warn};
 use super::cache::{image_key, ResultCache};
 use super::callback::{completed_body, failed_body, CallbackClient, CallbackError};
 use super::dead_letter;
+use super::error_chain;
 use super::message::TaskMessage;
 use super::status::{BrokerStatus, Event, InHand};
 use crate::node::{SegmentTask, TaskError, TaskRunner};
@@ -284,16 +285,4 @@ async fn dead_letter<R: TaskRunner>(
             }
         }
     }
-}
-
-/// `error: cause: cause` for the callback's human-readable reason.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

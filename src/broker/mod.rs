@@ -34,3 +34,15 @@ pub use consumer::{run_consumer, ConsumerError};
 pub use dead_letter::{INSTANCE_HEADER, REASON_HEADER, SOURCE_QUEUE_HEADER};
 pub use message::Malformed;
 pub use status::{BrokerStatus, BrokerStatusSnapshot};
+
+/// `error: cause: cause`, for logs and the `failed` callback's human-readable reason.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -16,8 +16,8 @@ use nodes::{Node, Pki, Spec, KEY};
 use serde_json::{json, Value};
 use support::{BrokerLock, FakeBackend};
 
-/// A 3-node mesh on one broker queue: node-1 and node-2 consume, node-3 only takes
-/// forwarded work.
+/// A 3-node mesh on one broker queue: node-1 and node-2 consume (1 slot each, prefetch 4),
+/// node-3 (2 slots) only takes forwarded work.
 struct Setup {
     _pki: Pki,
     nodes: Vec<Node>,
@@ -40,7 +40,10 @@ async fn setup(test: &str, service_ms: u64) -> Option<Setup> {
     for i in 1..=3 {
         let name = format!("node-{i}");
         pki.issue(&name);
-        let mut spec = Spec::synthetic(&name, service_ms, 2);
+        // Consumers get 1 slot and the plain node 2, so the mesh's spare capacity sits on
+        // the node that does not pull work: pulled tasks must cross the mesh to use it.
+        let slots = if i <= 2 { 1 } else { 2 };
+        let mut spec = Spec::synthetic(&name, service_ms, slots);
         spec.queue = 2;
         if let Some(first) = nodes.first() {
             spec = spec.seeds(&[first.gossip]);

@@ -72,8 +72,9 @@ class Cluster:
                 "--max-concurrent-tasks", str(slots), "--tls-dir", self.dir, *extra]
         if seeds:
             args += ["--seeds", ",".join(seeds)]
-        env = dict(os.environ, SPHEROMESH_CLUSTER_KEY=self.key, RUST_LOG="warn")
-        env.pop("HOSTNAME", None)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("RABBITMQ_") and k not in ("HOSTNAME", "UPLOADS_ROOT")}
+        env.update(SPHEROMESH_CLUSTER_KEY=self.key, RUST_LOG="warn")
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
         for line in proc.stdout:
             if '"event":"ready"' in line:

@@ -32,6 +32,17 @@ struct Entry {
     image_key: String,
     body: Value,
     at: Instant,
+    /// The backend answered 2xx to this body: a redelivery only lost its ack.
+    delivered: bool,
+}
+
+/// A cached result for a redelivered task.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Cached {
+    /// The `completed` callback body.
+    pub(crate) body: Value,
+    /// Whether the backend already accepted it.
+    pub(crate) delivered: bool,
 }
 
 /// What must be equal for a hit besides the task id.
@@ -61,10 +72,20 @@ impl ResultCache {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn get(&self, task_id: &str, image_key: &str) -> Option<Value> {
+    pub(crate) fn get(&self, task_id: &str, image_key: &str) -> Option<Cached> {
         let inner = self.lock();
         let e = inner.entries.get(task_id)?;
-        (e.image_key == image_key && e.at.elapsed() < self.ttl).then(|| e.body.clone())
+        (e.image_key == image_key && e.at.elapsed() < self.ttl).then(|| Cached {
+            body: e.body.clone(),
+            delivered: e.delivered,
+        })
+    }
+
+    /// Records that the backend accepted the cached body of `task_id`.
+    pub(crate) fn mark_delivered(&self, task_id: &str) {
+        if let Some(e) = self.lock().entries.get_mut(task_id) {
+            e.delivered = true;
+        }
     }
 
     pub(crate) fn put(&self, task_id: &str, image_key: String, body: Value) {
@@ -79,6 +100,7 @@ impl ResultCache {
                 image_key,
                 body,
                 at,
+                delivered: false,
             },
         );
         inner.order.push_back((task_id.to_owned(), at));
@@ -106,10 +128,14 @@ mod tests {
         let c = ResultCache::new(4, Duration::from_secs(60));
         let k = image_key("img", "/p/a.png", &Map::new());
         c.put("t1", k.clone(), json!({"status": "completed"}));
-        assert_eq!(c.get("t1", &k), Some(json!({"status": "completed"})));
-        assert_eq!(c.get("t2", &k), None);
         assert_eq!(
-            c.get("t1", &image_key("img", "/p/b.png", &Map::new())),
+            c.get("t1", &k).map(|e| e.body),
+            Some(json!({"status": "completed"}))
+        );
+        assert_eq!(c.get("t2", &k).map(|e| e.body), None);
+        assert_eq!(
+            c.get("t1", &image_key("img", "/p/b.png", &Map::new()))
+                .map(|e| e.body),
             None
         );
     }
@@ -120,17 +146,20 @@ mod tests {
         for id in ["a", "b", "c"] {
             c.put(id, String::new(), json!(id));
         }
-        assert_eq!(c.get("a", ""), None);
-        assert_eq!(c.get("b", ""), Some(json!("b")));
-        assert_eq!(c.get("c", ""), Some(json!("c")));
+        assert_eq!(c.get("a", "").map(|e| e.body), None);
+        assert_eq!(c.get("b", "").map(|e| e.body), Some(json!("b")));
+        assert_eq!(c.get("c", "").map(|e| e.body), Some(json!("c")));
         // Re-inserting many times must not grow without bound nor evict the live entry.
         for _ in 0..10 {
             c.put("c", String::new(), json!("c"));
         }
-        assert_eq!(c.get("c", ""), Some(json!("c")));
+        assert_eq!(c.get("c", "").map(|e| e.body), Some(json!("c")));
         assert!(c.lock().order.len() <= 4);
+        assert_eq!(c.get("c", "").map(|e| e.delivered), Some(false));
+        c.mark_delivered("c");
+        assert_eq!(c.get("c", "").map(|e| e.delivered), Some(true));
         let short = ResultCache::new(2, Duration::ZERO);
         short.put("a", String::new(), json!(1));
-        assert_eq!(short.get("a", ""), None);
+        assert_eq!(short.get("a", "").map(|e| e.body), None);
     }
 }

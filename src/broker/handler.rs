@@ -3,7 +3,8 @@
 //! | case | callback | then |
 //! |---|---|---|
 //! | malformed body | none (nobody to tell) | dead-letter queue with the reason, ack |
-//! | result cached for this task | `completed` from the cache | ack |
+//! | result cached and already accepted by the backend (only the ack was lost) | none | ack |
+//! | result cached, callback not yet accepted | `completed` from the cache | ack |
 //! | bad parameter, image missing/unreadable/escaping, permanent task error | `failed` | ack |
 //! | transient task error (busy, draining, deadline, internal) | none | requeue |
 //! | draining before the task started | none | requeue |
@@ -135,11 +136,16 @@ async fn process<R: TaskRunner>(
     tracing::Span::current().record("task_id", msg.task_id.as_str());
     debug!(image_id = %msg.image_id, redelivered = delivery.redelivered, "task taken");
     let key = image_key(&msg.image_id, &msg.image_path, &msg.parameters);
-    if let Some(body) = shared.cache.get(&msg.task_id, &key) {
-        info!("answering a redelivered task from the result cache");
+    if let Some(cached) = shared.cache.get(&msg.task_id, &key) {
         drop(unstarted);
         shared.status.count(Event::FromCache);
-        return answer(shared, dlq, delivery, &msg, &body, Event::Completed).await;
+        if cached.delivered {
+            // The backend has this result; the ack was lost (connection or broker gone).
+            info!("redelivered task already answered; acking without a second callback");
+            return Settle::Ack;
+        }
+        info!("answering a redelivered task from the result cache");
+        return answer(shared, dlq, delivery, &msg, &cached.body, Event::Completed).await;
     }
     let params = match msg.params() {
         Ok(p) => p,
@@ -238,6 +244,9 @@ async fn answer<R: TaskRunner>(
 ) -> Settle {
     match shared.callback.send(&msg.callback_url, body).await {
         Ok(()) => {
+            if outcome == Event::Completed {
+                shared.cache.mark_delivered(&msg.task_id);
+            }
             shared.status.count(Event::CallbackOk);
             shared.status.count(outcome);
             Settle::Ack

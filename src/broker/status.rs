@@ -129,7 +129,7 @@ impl BrokerStatus {
 }
 
 /// Something the consumer counts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Event {
     Completed,
     Failed,

@@ -140,9 +140,11 @@ impl Node {
             .arg("--tls-dir")
             .arg(tls_dir)
             .args(&spec.extra)
+            // Only what the test says: CI exports RABBITMQ_URL for the broker tests, and a
+            // node inheriting it would consume the default queue.
+            .env_clear()
             .env("SPHEROMESH_CLUSTER_KEY", key)
             .env("RUST_LOG", "info")
-            .env_remove("HOSTNAME")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"));
         if !seeds.is_empty() {

@@ -173,6 +173,9 @@ fn up_starts_a_mesh_with_the_shipped_model_and_drains_on_sigterm() {
     // A base port unlikely to collide with other tests (they bind port 0 or random ports).
     let base = 21_000 + (std::process::id() % 2_000) as u16;
     let mut child = bin()
+        // CI exports RABBITMQ_URL for the broker tests; these nodes must not consume.
+        .env_remove("RABBITMQ_URL")
+        .env_remove("RABBITMQ_HOST")
         .args(["up", "--base-port", &base.to_string(), "--state-dir"])
         .arg(state.path())
         .stdout(Stdio::piped())

@@ -106,7 +106,9 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(wait_for_membership(&urls[0].1, usize::from(args.nodes) - 1))?;
+    for (_, url) in &urls {
+        runtime.block_on(wait_for_membership(url, usize::from(args.nodes) - 1))?;
+    }
 
     println!(
         "\nspheromesh: {} nodes up (Ctrl-C drains them all)",
@@ -159,7 +161,7 @@ fn wait_ready(child: &mut Child, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until node-1 sees `peers` ready peers (gossip has converged).
+/// Waits until the node at `url` sees `peers` ready peers.
 async fn wait_for_membership(url: &str, peers: usize) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let until = Instant::now() + Duration::from_secs(30);

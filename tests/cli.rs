@@ -170,9 +170,19 @@ fn up_starts_a_mesh_with_the_shipped_model_and_drains_on_sigterm() {
     use std::process::Stdio;
 
     let state = tempfile::tempdir().expect("tempdir");
-    // A base port unlikely to collide with other tests (they bind port 0 or random ports).
-    let base = 21_000 + (std::process::id() % 2_000) as u16;
-    let mut child = bin()
+    let base = free_base_port();
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            // SIGTERM, not SIGKILL: `up` then drains its nodes (they also die with it).
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.0.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = self.0.wait();
+        }
+    }
+    let child = bin()
         // CI exports RABBITMQ_URL for the broker tests; these nodes must not consume.
         .env_remove("RABBITMQ_URL")
         .env_remove("RABBITMQ_HOST")
@@ -182,7 +192,8 @@ fn up_starts_a_mesh_with_the_shipped_model_and_drains_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn up");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut child = KillOnDrop(child);
+    let stdout = child.0.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -194,10 +205,7 @@ fn up_starts_a_mesh_with_the_shipped_model_and_drains_on_sigterm() {
         match rx.recv_timeout(std::time::Duration::from_secs(120)) {
             Ok(line) if line.starts_with("demo:") => break line,
             Ok(line) => seen.push(line),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("no demo line; output so far: {seen:#?}");
-            }
+            Err(_) => panic!("no demo line; output so far: {seen:#?}"),
         }
     };
     assert!(seen.iter().any(|l| l.contains("3 nodes up")), "{seen:#?}");
@@ -217,10 +225,24 @@ fn up_starts_a_mesh_with_the_shipped_model_and_drains_on_sigterm() {
         assert!(text.contains("node-1") && text.contains("node-3"), "{text}");
     }
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::unistd::Pid::from_raw(i32::try_from(child.0.id()).expect("pid")),
         nix::sys::signal::Signal::SIGTERM,
     )
     .expect("SIGTERM");
-    let status = child.wait().expect("wait");
+    let status = child.0.wait().expect("wait");
     assert!(status.success(), "up exited with {status}");
+}
+
+/// A base port for `up`: base..base+2 free for TCP and UDP, base+100..base+102 for UDP.
+fn free_base_port() -> u16 {
+    use std::net::{TcpListener, UdpSocket};
+    let free = |port: u16| {
+        TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+    };
+    let start = 21_000 + (std::process::id() % 2_000) as u16;
+    (start..start + 3_000)
+        .step_by(7)
+        .find(|&base| (base..base + 3).all(free) && (base + 100..base + 103).all(free))
+        .expect("a free port range")
 }

@@ -171,8 +171,10 @@ def bench_balance(repeats, tasks):
     for rep in range(repeats):
         seed = 9_200_000 + rep
         c = mesh(3)
-        sm = loadtest([c.url("node-1")], rate, tasks, seed)
-        c.stop()
+        try:
+            sm = loadtest([c.url("node-1")], rate, tasks, seed)
+        finally:
+            c.stop()
         results = {"spheromesh (all into node-1)": sm}
         for label, maxconn in [("HAProxy leastconn", None), ("HAProxy leastconn maxconn 2", 2)]:
             c = Cluster()

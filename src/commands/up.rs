@@ -6,6 +6,7 @@
 //! prints each node's URL and a request to paste. Ctrl-C (or SIGTERM) drains every node.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -76,7 +77,16 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<()> {
             .with_context(|| format!("issuing {name}'s certificate"))?;
         let http = args.base_port + i;
         let gossip = args.base_port + 100 + i;
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        // SAFETY: the closure runs in the forked child before exec and only makes the
+        // async-signal-safe prctl(2) call; it touches no memory of the parent.
+        unsafe {
+            command.pre_exec(|| {
+                // If `up` dies without draining them (kill -9), its nodes go too.
+                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)
+            });
+        }
+        let child = command
             .arg("node")
             .args(["--instance-id", &name])
             .args(["--http-listen", &format!("127.0.0.1:{http}")])

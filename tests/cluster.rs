@@ -287,6 +287,83 @@ async fn a_flood_beyond_capacity_gets_503_with_retry_after_and_bounded_memory() 
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_and_oversize_frames_close_only_their_stream() {
+    use spheromesh_mesh::protocol::{encode, TaskRequest, TaskResponse, DEFAULT_MAX_FRAME};
+    use spheromesh_mesh::security::client_config;
+
+    let pki = Pki::new("frames", KEY);
+    pki.issue("node-q");
+    let node = Node::start(&Spec::synthetic("node-q", 10, 1), &pki);
+    // A client with a certificate from the cluster CA, speaking raw QUIC.
+    let tls = client_config(pki.ca_pem(), &pki.credentials("prober")).expect("tls");
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("ep");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    let connection = endpoint
+        .connect(node.quic, "node-q")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let bad_request =
+        quinn::VarInt::from_u32(spheromesh_mesh::transport::codes::STREAM_BAD_REQUEST);
+
+    // An announced length over the limit, then a well-formed length with garbage.
+    let oversize = u32::try_from(DEFAULT_MAX_FRAME + 1)
+        .expect("fits")
+        .to_be_bytes()
+        .to_vec();
+    let mut garbage = 8u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&[0xc1; 8]);
+    for frame in [oversize, garbage] {
+        let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+        send.write_all(&frame).await.expect("write");
+        let _ = send.finish();
+        let read = recv.read_to_end(1024).await;
+        assert!(
+            matches!(read, Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(c))) if c == bad_request),
+            "{read:?}"
+        );
+    }
+
+    // The same connection still carries a valid task.
+    let request = TaskRequest {
+        task_id: "after-garbage".into(),
+        image: png(32, 32),
+        threshold: 0.5,
+        simplify_tolerance: None,
+        deadline_ms: 10_000,
+        hops: 1,
+        entry_node: "prober".into(),
+    };
+    let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+    send.write_all(&encode(&request, DEFAULT_MAX_FRAME).expect("encode"))
+        .await
+        .expect("write");
+    let _ = send.finish();
+    let answer = recv.read_to_end(1 << 20).await.expect("answer");
+    let response: TaskResponse =
+        spheromesh_mesh::protocol::decode(&answer, DEFAULT_MAX_FRAME).expect("decode");
+    assert!(
+        matches!(&response, TaskResponse::Done { processed_by, .. } if processed_by == "node-q"),
+        "{response:?}"
+    );
+    // And HTTP still serves; both bad frames were counted.
+    let outcome = load(node.url("/segment"), png(16, 16), 3, 1, true).await;
+    assert_eq!(outcome.ok(), 3, "{:?}", outcome.failures);
+    // The QUIC counters reach /metrics on the next publish round (200 ms).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let text = nodes::client()
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metric(&text, "mesh_quic_bad_frames_total") >= 2.0, "{text}");
+}
+
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name))

@@ -42,6 +42,15 @@ impl Pki {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Credentials from this CA that are not written anywhere (a test's own client).
+    pub fn credentials(&self, name: &str) -> spheromesh_mesh::security::NodeCredentials {
+        issue_node_cert(&self.ca, name, &[]).expect("issue")
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        self.ca.cert_pem()
+    }
 }
 
 /// A key every test cluster shares unless a test wants another.

@@ -239,6 +239,15 @@ fn segment_end_to_end(c: &mut Criterion, fx: &Fixture, shipped: &Model) {
                 .unwrap_or_else(|e| panic!("segment: {e}"))
         });
     });
+    // What the nodes serve by default for the shipped model (`--tta auto`): 8 views.
+    let with_tta = segmenter.clone().with_dihedral_tta(true);
+    group.bench_function("png_tta8", |b| {
+        b.iter(|| {
+            with_tta
+                .segment_bytes(black_box(&fx.png), &opts)
+                .unwrap_or_else(|e| panic!("segment: {e}"))
+        });
+    });
     group.finish();
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use spheromesh_inference::eval::{evaluate_folder, evaluate_synthetic, EvalReport};
-use spheromesh_inference::{DecodeLimits, SegmentOptions, Segmenter};
+use spheromesh_inference::{DecodeLimits, SegmentOptions};
 
 /// First seed of the default held-out set: never used in training
 /// (training uses `TRAIN_DATA_SEED..+pool_size`).
@@ -36,7 +36,7 @@ pub(crate) struct EvalArgs {
 
 pub(crate) fn run(args: EvalArgs) -> anyhow::Result<()> {
     use spheromesh_inference::train::TRAIN_DATA_SEED;
-    let segmenter = Segmenter::new(args.model.load()?, DecodeLimits::default());
+    let segmenter = args.model.segmenter(DecodeLimits::default())?;
     let opts = SegmentOptions {
         threshold: args.threshold,
         ..SegmentOptions::default()

@@ -53,9 +53,46 @@ pub(crate) struct ModelArgs {
     /// Where to run: best (CUDA if available), cpu or cuda.
     #[arg(long, env = "DEVICE_PREFERENCE", default_value = "best")]
     pub(crate) device: String,
+    /// Test-time augmentation: average the eight flips/transposes of the input (8 forward
+    /// passes). `auto`: on for small models (under 10 M parameters, like the shipped one),
+    /// off for the original 132 M-parameter network.
+    #[arg(long, env = "SEGMENT_TTA", value_enum, default_value_t = Tta::Auto)]
+    pub(crate) tta: Tta,
+}
+
+/// Test-time augmentation setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Tta {
+    /// On for models under 10 M parameters.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+impl Tta {
+    /// Whether to augment with `model`.
+    pub(crate) fn enabled_for(self, model: &spheromesh_inference::Model) -> bool {
+        match self {
+            Tta::On => true,
+            Tta::Off => false,
+            Tta::Auto => model.config().parameter_count() < 10_000_000,
+        }
+    }
 }
 
 impl ModelArgs {
+    /// Loads the model and wraps it for segmentation with the chosen augmentation.
+    pub(crate) fn segmenter(
+        &self,
+        limits: spheromesh_inference::DecodeLimits,
+    ) -> anyhow::Result<spheromesh_inference::Segmenter> {
+        let model = self.load()?;
+        let tta = self.tta.enabled_for(&model);
+        Ok(spheromesh_inference::Segmenter::new(model, limits).with_dihedral_tta(tta))
+    }
+
     /// Loads the model and logs where it runs.
     pub(crate) fn load(&self) -> anyhow::Result<spheromesh_inference::Model> {
         use anyhow::Context;
@@ -63,6 +100,7 @@ impl ModelArgs {
         let model = spheromesh_inference::Model::load(&self.model, pref)
             .with_context(|| format!("loading model {}", self.model.display()))?;
         tracing::info!(
+            tta = self.tta.enabled_for(&model),
             model = %self.model.display(),
             device = %model.device_name(),
             features = ?model.config().features,

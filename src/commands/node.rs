@@ -10,7 +10,7 @@ use std::sync::Arc;
 use spheromesh::broker::{run_consumer, BrokerArgs, BrokerConfig, BrokerStatus};
 use spheromesh::node::{Engine, ExecutorLimits, SyntheticSpec, SYNTHETIC_PREFIX};
 use spheromesh::runtime::{self, NodeConfig, Sidecar};
-use spheromesh_inference::{DecodeLimits, Segmenter};
+use spheromesh_inference::DecodeLimits;
 use spheromesh_mesh::security::key_from_secret;
 
 /// Arguments of `spheromesh node`; every flag has an environment fallback.
@@ -54,6 +54,9 @@ pub(crate) struct NodeArgs {
     /// Where to run: best, cpu or cuda.
     #[arg(long, env = "DEVICE_PREFERENCE", default_value = "best")]
     pub(crate) device: String,
+    /// Test-time augmentation (8 views): auto (on for small models), on or off.
+    #[arg(long, env = "SEGMENT_TTA", value_enum, default_value_t = super::Tta::Auto)]
+    pub(crate) tta: super::Tta,
     /// Folder with `ca.pem`, `<instance-id>.pem` and `<instance-id>.key` (see `spheromesh certs`).
     #[arg(long, env = "SPHEROMESH_TLS_DIR")]
     pub(crate) tls_dir: Option<PathBuf>,
@@ -169,10 +172,11 @@ fn load_engine(args: &NodeArgs, limits: DecodeLimits) -> anyhow::Result<Engine> 
         );
         return Ok(Engine::Synthetic { service, limits });
     }
-    let model = super::ModelArgs {
+    let segmenter = super::ModelArgs {
         model: PathBuf::from(&args.model),
         device: args.device.clone(),
+        tta: args.tta,
     }
-    .load()?;
-    Ok(Engine::Model(Segmenter::new(model, limits)))
+    .segmenter(limits)?;
+    Ok(Engine::Model(segmenter))
 }

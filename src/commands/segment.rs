@@ -51,7 +51,8 @@ pub(crate) fn run(args: SegmentArgs) -> anyhow::Result<()> {
         max_bytes: args.max_bytes,
         max_pixels: args.max_pixels,
     };
-    let segmenter = Segmenter::new(model, limits);
+    let tta = args.model.tta.enabled_for(&model);
+    let segmenter = Segmenter::new(model, limits).with_dihedral_tta(tta);
     let opts = SegmentOptions {
         threshold: args.threshold,
         polygons: PolygonOptions {

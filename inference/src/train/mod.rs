@@ -78,7 +78,7 @@ impl TrainConfig {
             learning_rate: 3e-3,
             warmup_steps: 100,
             weight_decay: 1e-4,
-            finetune_cycles: vec![300, 400, 400],
+            finetune_cycles: vec![300, 400, 400, 400],
             finetune_batch_size: 4,
             finetune_learning_rate: 5e-4,
             init: None,

@@ -174,14 +174,7 @@ async fn a_node_with_a_certificate_from_another_ca_is_refused() {
     );
     let mut refused = 0.0;
     for node in &nodes {
-        let text = nodes::client()
-            .get(node.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let text = nodes::metrics_text(node).await;
         assert!(
             !text.contains("ml_tasks_processed_total{"),
             "{} processed a task from the rogue node",
@@ -219,14 +212,7 @@ async fn a_node_with_the_wrong_gossip_key_never_appears() {
         );
     }
     assert!(routable(&outsider).await.is_empty(), "the outsider joined");
-    let text = nodes::client()
-        .get(nodes[0].url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = nodes::metrics_text(&nodes[0]).await;
     let dropped = metric_with(
         &text,
         "mesh_gossip_packets_total",
@@ -353,14 +339,7 @@ async fn malformed_and_oversize_frames_close_only_their_stream() {
     assert_eq!(outcome.ok(), 3, "{:?}", outcome.failures);
     // The QUIC counters reach /metrics on the next publish round (200 ms).
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let text = nodes::client()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = nodes::metrics_text(&node).await;
     assert!(metric(&text, "mesh_quic_bad_frames_total") >= 2.0, "{text}");
 }
 

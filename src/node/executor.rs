@@ -162,32 +162,22 @@ impl Executor {
     /// Takes a place for one task if a slot or queue place is free and the node is not
     /// draining; `None` means the caller must send the task elsewhere or answer busy.
     pub fn try_admit(self: &Arc<Self>) -> Option<Admission> {
-        if self.is_draining() {
-            return None;
-        }
-        let room = self.limits.capacity + self.limits.queue_limit;
-        self.admitted
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < room).then_some(n + 1)
-            })
-            .ok()
-            .map(|before| {
-                metrics::set_active(before + 1);
-                Admission {
-                    executor: Arc::clone(self),
-                }
-            })
+        self.admit_below(self.limits.capacity + self.limits.queue_limit)
     }
 
     /// Takes a place only if a slot is free now (the task will not queue).
     pub fn try_admit_to_slot(self: &Arc<Self>) -> Option<Admission> {
+        self.admit_below(self.limits.capacity)
+    }
+
+    /// Takes a place if fewer than `limit` tasks are admitted and the node is not draining.
+    fn admit_below(self: &Arc<Self>, limit: u32) -> Option<Admission> {
         if self.is_draining() {
             return None;
         }
-        let capacity = self.limits.capacity;
         self.admitted
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < capacity).then_some(n + 1)
+                (n < limit).then_some(n + 1)
             })
             .ok()
             .map(|before| {

@@ -262,6 +262,18 @@ pub async fn get_json(url: &str) -> serde_json::Value {
         .expect("json")
 }
 
+/// The node's `/metrics` text.
+pub async fn metrics_text(node: &Node) -> String {
+    client()
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// Ids of the members `node` can route to, from its `/cluster`.
 pub async fn routable(node: &Node) -> Vec<String> {
     let cluster = get_json(&node.url("/cluster")).await;

@@ -39,6 +39,20 @@ pub const GOSSIP_RESTARTS: &str = "mesh_gossip_restarts_total";
 pub const QUIC_HANDSHAKE_FAILURES: &str = "mesh_quic_handshake_failures_total";
 /// Forward frames refused as malformed or too large.
 pub const QUIC_BAD_FRAMES: &str = "mesh_quic_bad_frames_total";
+/// 1 while the broker consumer holds a connection, else 0.
+pub const BROKER_CONNECTED: &str = "mesh_broker_connected";
+/// Broker deliveries held and not yet acked or requeued.
+pub const BROKER_UNACKED: &str = "mesh_broker_unacked";
+/// Result callbacks by `outcome` (`ok|failed`, after retries).
+pub const BROKER_CALLBACKS: &str = "mesh_broker_callbacks_total";
+/// Messages moved to the dead-letter queue.
+pub const BROKER_DEAD_LETTERED: &str = "mesh_broker_dead_lettered_total";
+/// Deliveries handed back to the queue.
+pub const BROKER_REQUEUED: &str = "mesh_broker_requeued_total";
+/// Redeliveries answered from the result cache.
+pub const BROKER_FROM_CACHE: &str = "mesh_broker_answered_from_cache_total";
+/// Broker sessions opened after the first.
+pub const BROKER_RECONNECTS: &str = "mesh_broker_reconnects_total";
 /// HTTP answers by `code` (status code).
 pub const HTTP_RESPONSES: &str = "mesh_http_responses_total";
 
@@ -107,7 +121,7 @@ pub fn record_http(status: u16) {
 /// gossip packets and gossip restarts.
 pub fn update_mesh_gauges(
     peers: &[spheromesh_mesh::membership::Peer],
-    open_breakers: &usize,
+    open_breakers: usize,
     gossip: &spheromesh_mesh::membership::GossipStats,
     gossip_restarts: u64,
 ) {
@@ -124,7 +138,7 @@ pub fn update_mesh_gauges(
     gauge!(PEERS, "state" => "ready").set(f64::from(ready));
     gauge!(PEERS, "state" => "draining").set(f64::from(draining));
     gauge!(PEERS, "state" => "starting").set(f64::from(starting));
-    gauge!(BREAKERS_OPEN).set(*open_breakers as f64);
+    gauge!(BREAKERS_OPEN).set(open_breakers as f64);
     counter!(GOSSIP_PACKETS, "kind" => "sent").absolute(gossip.sent);
     counter!(GOSSIP_PACKETS, "kind" => "received").absolute(gossip.received);
     counter!(GOSSIP_PACKETS, "kind" => "dropped_unauthenticated")
@@ -145,13 +159,12 @@ pub fn update_broker(status: &crate::broker::BrokerStatusSnapshot) {
     if let Some(depth) = status.queue_depth {
         gauge!(QUEUE_SIZE).set(depth as f64);
     }
-    gauge!("mesh_broker_connected").set(if status.connected { 1.0 } else { 0.0 });
-    gauge!("mesh_broker_unacked").set(f64::from(status.in_hand));
-    counter!("mesh_broker_callbacks_total", "outcome" => "ok").absolute(status.callbacks_ok);
-    counter!("mesh_broker_callbacks_total", "outcome" => "failed")
-        .absolute(status.callbacks_failed);
-    counter!("mesh_broker_dead_lettered_total").absolute(status.dead_lettered);
-    counter!("mesh_broker_requeued_total").absolute(status.requeued);
-    counter!("mesh_broker_answered_from_cache_total").absolute(status.answered_from_cache);
-    counter!("mesh_broker_reconnects_total").absolute(status.reconnects);
+    gauge!(BROKER_CONNECTED).set(if status.connected { 1.0 } else { 0.0 });
+    gauge!(BROKER_UNACKED).set(f64::from(status.in_hand));
+    counter!(BROKER_CALLBACKS, "outcome" => "ok").absolute(status.callbacks_ok);
+    counter!(BROKER_CALLBACKS, "outcome" => "failed").absolute(status.callbacks_failed);
+    counter!(BROKER_DEAD_LETTERED).absolute(status.dead_lettered);
+    counter!(BROKER_REQUEUED).absolute(status.requeued);
+    counter!(BROKER_FROM_CACHE).absolute(status.answered_from_cache);
+    counter!(BROKER_RECONNECTS).absolute(status.reconnects);
 }

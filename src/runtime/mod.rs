@@ -266,7 +266,7 @@ async fn publish_loop(
         dispatcher.peer_table().retain(&peers);
         metrics::update_mesh_gauges(
             &peers,
-            &dispatcher
+            dispatcher
                 .peer_table()
                 .breaker_states(Instant::now())
                 .into_iter()

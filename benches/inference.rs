@@ -26,6 +26,9 @@
 //!   30-60 s per pass on 2 cores, so a quick run sets `SPHEROMESH_BENCH_ORIGINAL_SIZES=256`.
 //! * `SPHEROMESH_BENCH_SAVE_IMAGE`: also write the synthetic 1024x1024 PNG to this path
 //!   (`run.sh` measures the peak memory of `spheromesh segment` on it).
+//! * `DEVICE_PREFERENCE`: `cpu` (default), `cuda` or `best`, as the node reads it. With a
+//!   binary built with `--features cuda` (`scripts/build-cuda.sh`), `cuda` times the forward
+//!   groups and `segment_end_to_end` on the GPU; decode and post-processing stay on the CPU.
 //! * `RAYON_NUM_THREADS`: leave unset so candle uses every physical core (2 on the
 //!   reference machine); `run.sh` unsets it.
 //!
@@ -96,6 +99,16 @@ fn fixture() -> Fixture {
     }
 }
 
+/// Where the models run: `DEVICE_PREFERENCE`, default the CPU (the reference machine).
+fn device_preference() -> DevicePreference {
+    let raw = env::var("DEVICE_PREFERENCE").unwrap_or_else(|_| "cpu".to_owned());
+    let pref = raw
+        .parse()
+        .unwrap_or_else(|e| panic!("DEVICE_PREFERENCE={raw}: {e}"));
+    eprintln!("bench: DEVICE_PREFERENCE={raw}");
+    pref
+}
+
 /// Input sides from `var` (comma-separated), or `default`; `none` or empty gives no size.
 fn sizes(var: &str, default: &str) -> Vec<usize> {
     let raw = env::var(var).unwrap_or_else(|_| default.to_owned());
@@ -123,13 +136,14 @@ fn shipped_model() -> Model {
         PathBuf::from,
     );
     if path.exists() {
-        let model = Model::load(&path, DevicePreference::Cpu)
+        let model = Model::load(&path, device_preference())
             .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
         eprintln!(
-            "bench: shipped model {} (features {:?}, input {})",
+            "bench: shipped model {} (features {:?}, input {}) on {}",
             path.display(),
             model.config().features,
-            model.config().input_size
+            model.config().input_size,
+            model.device_name()
         );
         model
     } else {
@@ -138,8 +152,25 @@ fn shipped_model() -> Model {
              (forward timings valid, segment_end_to_end post-processing not representative)",
             path.display()
         );
-        test_utils::parity_model(&ResUNetConfig::shipped())
+        on_preferred_device(test_utils::parity_model(&ResUNetConfig::shipped()))
     }
+}
+
+/// `model` moved to the `DEVICE_PREFERENCE` device, through a safetensors file: the parity
+/// weights are built on the CPU and loading is the one public way onto another device.
+fn on_preferred_device(model: Model) -> Model {
+    let pref = device_preference();
+    if pref == DevicePreference::Cpu {
+        return model;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let path = dir.path().join("parity.safetensors");
+    model
+        .save_safetensors(&path)
+        .unwrap_or_else(|e| panic!("saving parity weights: {e}"));
+    let moved = Model::load(&path, pref).unwrap_or_else(|e| panic!("loading on {pref:?}: {e}"));
+    eprintln!("bench: parity model on {}", moved.device_name());
+    moved
 }
 
 fn at_size(model: &Model, size: usize) -> Model {
@@ -252,6 +283,8 @@ fn segment_end_to_end(c: &mut Criterion, fx: &Fixture, shipped: &Model) {
 }
 
 fn benches(c: &mut Criterion) {
+    // As the `spheromesh` binary does at start.
+    spheromesh_inference::keep_freed_memory_for_reuse();
     if let Ok(n) = env::var("RAYON_NUM_THREADS") {
         eprintln!("bench: RAYON_NUM_THREADS={n} (unset it to use every physical core)");
     }
@@ -268,7 +301,7 @@ fn benches(c: &mut Criterion) {
     let original_sizes = sizes("SPHEROMESH_BENCH_ORIGINAL_SIZES", DEFAULT_SIZES);
     if !original_sizes.is_empty() {
         // Building the 132 M parity weights takes a few seconds; skip it when unused.
-        let original = test_utils::parity_model(&ResUNetConfig::default());
+        let original = on_preferred_device(test_utils::parity_model(&ResUNetConfig::default()));
         forward(c, &fx, "original", &original, &original_sizes);
     }
 }

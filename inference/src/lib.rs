@@ -8,6 +8,7 @@
 #![deny(missing_docs, unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod allocator;
 mod decode;
 pub mod eval;
 mod model;
@@ -20,6 +21,7 @@ pub mod synth;
 pub mod test_utils;
 pub mod train;
 
+pub use allocator::keep_freed_memory_for_reuse;
 pub use decode::{decode_dynamic, decode_rgb8, probe_format, to_rgb8, DecodeError, DecodeLimits};
 pub use model::{
     ArchOverrides, DeviceError, DevicePreference, InvalidConfig, LoadError, Model, ResUNetConfig,

@@ -107,13 +107,14 @@ fn im2col(src: &[f32], g: &Geometry, y0: usize, y1: usize, col: &mut Vec<f32>) {
     }
 }
 
-/// A raw pointer that may cross threads; every tile writes a disjoint range.
+/// A raw pointer that may cross threads; each user documents why the ranges
+/// its threads write are disjoint.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(super) struct SendPtr(pub(super) *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+pub(super) fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = s.as_slice::<f32>()?;
     match l.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
@@ -121,7 +122,7 @@ fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]
     }
 }
 
-fn dims4(l: &Layout, what: &str) -> Result<(usize, usize, usize, usize)> {
+pub(super) fn dims4(l: &Layout, what: &str) -> Result<(usize, usize, usize, usize)> {
     match l.dims() {
         &[a, b, c, d] => Ok((a, b, c, d)),
         other => candle_core::bail!("conv2d-im2col: {what} must be rank 4, got {other:?}"),
@@ -378,6 +379,26 @@ impl CustomOp2 for Conv2dWeightGrad {
             Shape::from((c_out, c_in, self.kernel, self.kernel)),
         ))
     }
+}
+
+/// Fewest 4x4 output tiles for which a 3x3 convolution runs in the Winograd
+/// domain: below it (the deepest, 8x8-16x16 levels) the 36 products are too
+/// thin to pay for reading a kernel 4x the size of the raw one.
+const WINOGRAD_MIN_TILES: usize = 64;
+/// Largest `Co * Ci` whose Winograd kernel is cached (36 x 4 B each: 75 MB at
+/// this bound). The original network's 1024- and 2048-channel layers, which
+/// hold most of its weights, stay on im2col so the cache stays near 230 MB.
+const WINOGRAD_MAX_PAIRS: usize = 1024 * 512;
+/// Fewest input and output channels: the tile transforms cost the same per
+/// channel whatever the other side's width, while the matrix work they save
+/// grows with it; below this the transforms cost more than they save.
+const WINOGRAD_MIN_CHANNELS: usize = 32;
+
+/// Whether an inference 3x3 convolution of this shape uses [`super::winograd`].
+pub(crate) fn winograd_pays(c_in: usize, c_out: usize, height: usize, width: usize) -> bool {
+    height.div_ceil(4) * width.div_ceil(4) >= WINOGRAD_MIN_TILES
+        && c_in * c_out <= WINOGRAD_MAX_PAIRS
+        && c_in.min(c_out) >= WINOGRAD_MIN_CHANNELS
 }
 
 /// Convolution of `x` (`[B,Ci,H,W]`) by `w` (`[Co,Ci,k,k]`), stride 1, padding

@@ -12,19 +12,33 @@
 //! inference compute the same function. Dropout (p=0.1 in the original) is
 //! the identity at inference and is not used in training.
 
-use candle_core::{Module, Result, Tensor};
-use candle_nn::{GroupNorm, VarBuilder};
+use std::sync::{Arc, OnceLock};
 
-use super::conv::conv2d_same;
+use candle_core::{Module, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::conv::{conv2d_same, winograd_pays};
+use super::norm::GroupNormRelu;
+use super::upconv::UpConv2x2;
+use super::winograd::{WinogradConv3x3, WinogradKernel};
 
 /// Norm epsilon of every GroupNorm and BatchNorm in the original network.
 const NORM_EPS: f64 = 1e-5;
+
+/// Whether `x` goes through inference-only fused CPU kernels: on the CPU, with
+/// no gradient tracked through `x` or the layer's parameter `param`.
+fn inference_on_cpu(x: &Tensor, param: &Tensor) -> bool {
+    x.device().is_cpu() && !x.track_op() && !param.track_op()
+}
 
 /// A stride-1 "same" convolution with optional bias (PyTorch `nn.Conv2d`).
 #[derive(Debug, Clone)]
 pub(crate) struct Conv {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// The 3x3 kernel in the Winograd domain, built at the first inference
+    /// call that uses it and shared by clones (the weights never change then).
+    winograd: Arc<OnceLock<Arc<WinogradKernel>>>,
 }
 
 impl Conv {
@@ -57,13 +71,39 @@ impl Conv {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Ok(Self::from_parts(weight, bias))
+    }
+
+    fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self {
+            weight,
+            bias,
+            winograd: Arc::default(),
+        }
+    }
+
+    /// The cached Winograd kernel when this call should use it.
+    fn winograd_kernel(&self, x: &Tensor) -> Result<Option<Arc<WinogradKernel>>> {
+        let (c_out, c_in, k, _) = self.weight.dims4()?;
+        let (_, _, h, w) = x.dims4()?;
+        if k != 3 || !inference_on_cpu(x, &self.weight) || !winograd_pays(c_in, c_out, h, w) {
+            return Ok(None);
+        }
+        if let Some(kernel) = self.winograd.get() {
+            return Ok(Some(kernel.clone()));
+        }
+        let raw = self.weight.flatten_all()?.to_vec1::<f32>()?;
+        let kernel = Arc::new(WinogradKernel::new(&raw, c_out, c_in));
+        Ok(Some(self.winograd.get_or_init(|| kernel).clone()))
     }
 }
 
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = conv2d_same(x, &self.weight)?;
+        let y = match self.winograd_kernel(x)? {
+            Some(kernel) => x.apply_op1_no_bwd(&WinogradConv3x3(kernel))?,
+            None => conv2d_same(x, &self.weight)?,
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
             None => Ok(y),
@@ -95,6 +135,9 @@ impl UpConv {
 
 impl Module for UpConv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if inference_on_cpu(x, &self.weight) && !self.bias.track_op() {
+            return x.apply_op3_no_bwd(&self.weight, &self.bias, &UpConv2x2);
+        }
         let (b, c_in, h, w) = x.dims4()?;
         let c_out = self.weight.dim(1)?;
         // Derived from the weight at every call so training sees the updates.
@@ -146,12 +189,11 @@ impl Module for ConvBatchNorm {
         let scale = (&self.gamma / (&self.running_var + NORM_EPS)?.sqrt()?)?;
         let shift = (&self.beta - (&self.running_mean * &scale)?)?;
         let c_out = scale.dim(0)?;
-        let folded = Conv {
-            weight: self
-                .weight
+        let folded = Conv::from_parts(
+            self.weight
                 .broadcast_mul(&scale.reshape((c_out, 1, 1, 1))?)?,
-            bias: Some(((&self.bias * &scale)? + shift)?),
-        };
+            Some(((&self.bias * &scale)? + shift)?),
+        );
         folded.forward(x)
     }
 }
@@ -193,6 +235,59 @@ impl Module for SqueezeExcite {
     }
 }
 
+/// `nn.GroupNorm` followed by ReLU, optionally after adding a residual:
+/// fused into one CPU op at inference, candle-nn's ops otherwise.
+#[derive(Debug, Clone)]
+struct GroupNorm {
+    inner: candle_nn::GroupNorm,
+    gamma: Tensor,
+    beta: Tensor,
+    groups: usize,
+}
+
+impl GroupNorm {
+    fn new(vb: &VarBuilder, groups: usize, channels: usize) -> Result<Self> {
+        let gamma = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.0))?;
+        let beta = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.0))?;
+        Ok(Self {
+            inner: candle_nn::GroupNorm::new(
+                gamma.clone(),
+                beta.clone(),
+                channels,
+                groups,
+                NORM_EPS,
+            )?,
+            gamma,
+            beta,
+            groups,
+        })
+    }
+
+    /// `relu(gn(x) + residual)`, or `relu(gn(x))` without one.
+    fn forward_relu(&self, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let fused = inference_on_cpu(x, &self.gamma)
+            && residual.is_none_or(|r| !r.track_op())
+            && !self.beta.track_op();
+        if fused {
+            let op = GroupNormRelu {
+                groups: self.groups,
+                eps: NORM_EPS,
+                gamma: self.gamma.to_vec1()?,
+                beta: self.beta.to_vec1()?,
+            };
+            return match residual {
+                Some(r) => x.apply_op2_no_bwd(r, &op),
+                None => x.apply_op1_no_bwd(&op),
+            };
+        }
+        let y = self.inner.forward(x)?;
+        match residual {
+            Some(r) => (y + r)?.relu(),
+            None => y.relu(),
+        }
+    }
+}
+
 /// `ResidualBlock(c_in, c_out)`: conv-GN-ReLU-conv-GN, plus the (1x1
 /// adjusted) input, ReLU, then squeeze-and-excitation.
 #[derive(Debug, Clone)]
@@ -215,9 +310,9 @@ impl ResidualBlock {
     ) -> Result<Self> {
         Ok(Self {
             conv1: Conv::new(&vb.pp("conv1"), c_in, c_out, 3, false)?,
-            gn1: candle_nn::group_norm(groups, c_out, NORM_EPS, vb.pp("gn1"))?,
+            gn1: GroupNorm::new(&vb.pp("gn1"), groups, c_out)?,
             conv2: Conv::new(&vb.pp("conv2"), c_out, c_out, 3, false)?,
-            gn2: candle_nn::group_norm(groups, c_out, NORM_EPS, vb.pp("gn2"))?,
+            gn2: GroupNorm::new(&vb.pp("gn2"), groups, c_out)?,
             adjust_channels: if c_in != c_out {
                 Some(Conv::new(&vb.pp("adjust_channels"), c_in, c_out, 1, false)?)
             } else {
@@ -234,9 +329,11 @@ impl Module for ResidualBlock {
             Some(adjust) => adjust.forward(x)?,
             None => x.clone(),
         };
-        let out = self.gn1.forward(&self.conv1.forward(x)?)?.relu()?;
-        let out = self.gn2.forward(&self.conv2.forward(&out)?)?;
-        self.se.forward(&(out + residual)?.relu()?)
+        let out = self.gn1.forward_relu(&self.conv1.forward(x)?, None)?;
+        let out = self
+            .gn2
+            .forward_relu(&self.conv2.forward(&out)?, Some(&residual))?;
+        self.se.forward(&out)
     }
 }
 

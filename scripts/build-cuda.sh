@@ -3,7 +3,8 @@
 # toolkit, from PyPI's nvidia-* 13.0 wheels (they match the GPU hosts' driver
 # 580 / CUDA 13.0; 13.4+ emits PTX a 13.0 driver cannot JIT). See docs/CUDA.md.
 #
-#   scripts/build-cuda.sh            # -> target/release/spheromesh (CUDA, sm_90a)
+#   scripts/build-cuda.sh            # -> target/cuda/release/spheromesh (CUDA, sm_90a)
+#   BENCH=1 scripts/build-cuda.sh    # also the criterion bench binary (target/cuda/release/deps/inference-*)
 #   CUDA_COMPUTE_CAP=80 scripts/build-cuda.sh   # another GPU generation
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,4 +44,7 @@ export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90} CUDARC_CUDA_VERSION=13000
 export LIBRARY_PATH=$ROOT/lib64:$ROOT/lib64/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}
 export CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-$(nproc)}
 cargo build --release --features cuda --target-dir target/cuda
+if [ "${BENCH:-0}" = 1 ]; then
+  cargo bench --no-run --features cuda --bench inference --target-dir target/cuda
+fi
 echo "built target/cuda/release/spheromesh (needs libcuda.so.1, libcublas.so.13, libcurand.so.10, libcudart.so.13 at run time)"

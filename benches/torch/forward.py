@@ -21,6 +21,9 @@ Run after ``tools/parity/setup_venv.sh``, from the repository root::
 
     .venv-torch/bin/python benches/torch/forward.py --sizes 256 512 1024 --runs 5
 
+``--device cuda`` times the same model on the GPU (``torch.cuda.synchronize()`` closes each
+timed pass; TF32 stays off so the arithmetic is float32 like candle's); the CPU is the default.
+
 A 1024x1024 pass costs about 2 TFLOP and takes tens of seconds on 2 cores: lower
 ``--runs`` / ``--warmup`` for it.
 """
@@ -41,16 +44,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools" / "parity")
 import resunet_torch as rt  # noqa: E402
 
 
-def time_forward(model: torch.nn.Module, size: int, warmup: int, runs: int) -> list[tuple[float, float]]:
+def time_forward(
+    model: torch.nn.Module, size: int, warmup: int, runs: int, device: torch.device
+) -> list[tuple[float, float]]:
     """(wall ms, process CPU ms) of each of ``runs`` timed forward passes at ``size`` x ``size``."""
-    x = rt.parity_input(size, size)
+    x = rt.parity_input(size, size).to(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     times = []
     with torch.inference_mode():
         for _ in range(warmup):
             model(x)
+        sync()
         for _ in range(runs):
             t0, c0 = time.perf_counter(), time.process_time()
             model(x)
+            sync()
             times.append(((time.perf_counter() - t0) * 1e3, (time.process_time() - c0) * 1e3))
     return times
 
@@ -63,6 +75,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs per size")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--weights", choices=["formula", "random"], default="formula")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     args = ap.parse_args()
     try:
         args.sizes = [int(s) for arg in args.sizes for s in arg.split(",") if s.strip()]
@@ -77,13 +90,19 @@ def main() -> None:
     assert rt.parameter_count(model) == rt.ORIGINAL_PARAMETERS
     if args.weights == "formula":
         rt.load_parity_weights(model)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    model = model.to(device)
 
     for size in args.sizes:
         load = os.getloadavg()[0]
-        runs = sorted(time_forward(model, size, args.warmup, args.runs))
+        runs = sorted(time_forward(model, size, args.warmup, args.runs, device))
         times = [wall for wall, _ in runs]
         print(json.dumps({
             "framework": "pytorch",
+            "device": args.device,
             "size": size,
             "median_ms": round(statistics.median(times), 2),
             "min_ms": round(min(times), 2),

@@ -15,7 +15,9 @@
 #      models/README.md);
 #   3. the criterion forward / end-to-end groups on the GPU (shipped and original architecture);
 #   4. PyTorch's forward pass of the original architecture on the same GPU (benches/torch/forward.py);
-#   5. one `spheromesh node` on the GPU under `spheromesh loadtest` (1024x1024 PNGs, 8 in flight).
+#   5. one `spheromesh node` on the GPU under `spheromesh loadtest` (1024x1024 PNGs, 8 in flight),
+#      with the default compute permits (one per core) and with one (GPU work serialised);
+#   6. the original architecture's forward pass on the host's CPU cores, candle against PyTorch.
 # A failing step is logged and the rest still run; the exit status is 1 if any failed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -81,10 +83,10 @@ EOF
     done
 }
 
-serve_and_load() {
+serve_and_load() { # [INFERENCE_THREADS]
     DEVICE_PREFERENCE=cuda "$BIN/spheromesh" node --http-listen 127.0.0.1:5002 \
         --quic-listen 127.0.0.1:5003 --gossip-listen 127.0.0.1:7946 \
-        --max-concurrent-tasks 8 --queue-limit 32 >"$OUT/node.log" 2>&1 &
+        --max-concurrent-tasks 8 --queue-limit 32 ${1:+--inference-threads $1} >"$OUT/node.log" 2>&1 &
     local node=$! ok=0
     for _ in $(seq 1 60); do
         curl -fs http://127.0.0.1:5002/health/ready >/dev/null 2>&1 && { ok=1; break; }
@@ -92,7 +94,7 @@ serve_and_load() {
     done
     if [ $ok = 1 ]; then
         "$BIN/spheromesh" loadtest --targets http://127.0.0.1:5002 --image-size 1024x1024 \
-            --generate 8 --tasks 400 --warmup 16 --concurrency 8 || ok=0
+            --generate 8 --tasks "${SERVE_TASKS:-400}" --warmup 16 --concurrency 8 || ok=0
         curl -fs http://127.0.0.1:5002/metrics | grep -E '^ml_(tasks|inference)' | head -20
     fi
     kill -TERM $node; wait $node
@@ -121,6 +123,13 @@ run() {
         "$BIN/inference-bench" --bench 'forward_|segment_end_to_end'
     step torch python3 benches/torch/forward.py --device cuda --sizes 256,512,1024 --runs 10 --warmup 3
     step serve serve_and_load
+    step serve_1permit serve_and_load 1
+    local cores
+    cores=$(nproc)
+    step cpu_candle env DEVICE_PREFERENCE=cpu SPHEROMESH_BENCH_ORIGINAL_SIZES=256,512 \
+        SPHEROMESH_BENCH_SHIPPED_SIZES=none "$BIN/inference-bench" --bench forward_original
+    step cpu_torch python3 benches/torch/forward.py --device cpu --threads "$cores" --sizes 256,512 \
+        --runs 5 --warmup 1
     exit $failed
 }
 

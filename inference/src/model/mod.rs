@@ -253,6 +253,14 @@ mod dihedral_tests {
     }
 }
 
+/// Largest absolute difference between two tensors of one shape (kernel tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar())
+        .expect("comparable tensors")
+}
+
 #[cfg(test)]
 mod fused_kernel_tests {
     use candle_core::{Device, Module, Tensor, Var};
@@ -278,18 +286,8 @@ mod fused_kernel_tests {
         let fused = model.net.forward(&x).unwrap();
         let tracked = Var::from_tensor(&x).unwrap();
         let reference = model.net.forward(tracked.as_tensor()).unwrap();
-        let max_abs = |t: &Tensor| -> f32 {
-            t.abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
-        let diff = max_abs(&(&fused - &reference).unwrap());
-        let scale = max_abs(&reference).max(1.0);
+        let diff = super::max_abs_diff(&fused, &reference);
+        let scale = super::max_abs_diff(&reference, &reference.zeros_like().unwrap()).max(1.0);
         assert!(
             diff <= 1e-4 * scale,
             "fused vs candle ops: max |diff| {diff} (output scale {scale})"

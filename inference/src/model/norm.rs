@@ -230,20 +230,8 @@ impl CustomOp2 for GroupNormRelu {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::max_abs_diff;
     use candle_core::{Device, Module, Tensor};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     #[test]
     fn matches_candle_group_norm_then_add_and_relu() {
@@ -263,11 +251,11 @@ mod tests {
         };
         let normed = gn.forward(&x).unwrap();
         let plain = x.apply_op1_no_bwd(&op).unwrap();
-        let d = max_diff(&plain, &normed.relu().unwrap());
+        let d = max_abs_diff(&plain, &normed.relu().unwrap());
         assert!(d < 1e-4, "{d}");
         let with_res = x.apply_op2_no_bwd(&res, &op).unwrap();
         let expected = (normed + &res).unwrap().relu().unwrap();
-        assert!(max_diff(&with_res, &expected) < 1e-4);
+        assert!(max_abs_diff(&with_res, &expected) < 1e-4);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::conv::{contiguous, dims4};
+use super::conv::{contiguous, dims4, gemm_overwrite, Strided};
 
 /// `ConvTranspose2d(Ci, Co, kernel 2, stride 2)` on `(x, weight [Ci,Co,2,2], bias [Co])`.
 #[derive(Debug, Clone, Copy)]
@@ -50,27 +50,21 @@ impl CustomOp3 for UpConv2x2 {
         let mut tmp = vec![0f32; rows * plane];
         for b in 0..batch {
             // tmp[(co*2+dy)*2+dx][p] = sum_ci W[ci][co][dy][dx] * X[ci][p]
-            // SAFETY: tmp is [rows, plane], W read as its transpose [rows, c_in], X as [c_in, plane].
+            // SAFETY: tmp is [rows, plane]; W is read as its transpose [rows, c_in]
+            // (column stride `rows`), X as [c_in, plane].
             unsafe {
-                gemm::gemm(
+                gemm_overwrite(
                     rows,
                     plane,
                     c_in,
                     tmp.as_mut_ptr(),
-                    1,
                     plane as isize,
-                    false,
-                    wt.as_ptr(),
-                    rows as isize,
-                    1,
-                    x[b * c_in * plane..].as_ptr(),
-                    1,
-                    plane as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    Strided {
+                        ptr: wt.as_ptr(),
+                        col: rows as isize,
+                        row: 1,
+                    },
+                    Strided::rows(x[b * c_in * plane..].as_ptr(), plane as isize),
                     Parallelism::Rayon(0),
                 );
             }
@@ -100,6 +94,7 @@ impl CustomOp3 for UpConv2x2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::max_abs_diff;
     use candle_core::{Device, Tensor};
 
     #[test]
@@ -116,16 +111,7 @@ mod tests {
                 .broadcast_add(&bias.reshape((1, co, 1, 1)).unwrap())
                 .unwrap();
             assert_eq!(ours.dims(), reference.dims());
-            let err: f32 = (ours - reference)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let err = max_abs_diff(&ours, &reference);
             assert!(err < 1e-4, "{b}x{ci}->{co} {h}x{w}: {err}");
         }
     }

@@ -25,7 +25,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::conv::{contiguous, dims4, SendPtr};
+use super::conv::{contiguous, dims4, gemm_overwrite, SendPtr, Strided};
 
 /// Output tile side.
 const M: usize = 4;
@@ -206,84 +206,68 @@ pub(crate) fn conv3x3(
         // Blocks of one image cover disjoint tile rows, hence write disjoint output rows.
         // SAFETY: the offset stays inside `out` ([B,Co,H,W]).
         let dst = SendPtr(unsafe { base.0.add(b * k.c_out * plane) });
-        SCRATCH.with(|s| block(src, dst, k, &tiling, ty0, ty1, par, &mut s.borrow_mut()));
+        let job = BlockJob {
+            src,
+            dst,
+            kernel: k,
+            tiling: &tiling,
+            ty0,
+            ty1,
+            par,
+        };
+        SCRATCH.with(|s| block(&job, &mut s.borrow_mut()));
     });
     out
 }
 
-/// One block: tile rows `ty0..ty1` of one image, with the transforms
-/// compiled for the widest vector unit the CPU has (they are plain loops the
-/// compiler vectorises; the portable build only may use SSE2).
-#[allow(clippy::too_many_arguments)]
-fn block(
-    src: &[f32],
+/// One block of work: tile rows `ty0..ty1` of one image.
+struct BlockJob<'a> {
+    src: &'a [f32],
+    /// The image's first output element; the block writes only its own rows.
     dst: SendPtr,
-    k: &WinogradKernel,
-    t: &Tiling,
+    kernel: &'a WinogradKernel,
+    tiling: &'a Tiling,
     ty0: usize,
     ty1: usize,
     par: Parallelism,
-    s: &mut Scratch,
-) {
+}
+
+/// [`block_portable`] compiled for the widest vector unit the CPU has: the
+/// transforms are plain loops the compiler vectorises, and the portable build
+/// may only use SSE2.
+fn block(job: &BlockJob, s: &mut Scratch) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { block_avx512(src, dst, k, t, ty0, ty1, par, s) };
+            return unsafe { block_avx512(job, s) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            return unsafe { block_avx2(src, dst, k, t, ty0, ty1, par, s) };
+            return unsafe { block_avx2(job, s) };
         }
     }
-    block_portable(src, dst, k, t, ty0, ty1, par, s);
+    block_portable(job, s);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn block_avx512(
-    src: &[f32],
-    dst: SendPtr,
-    k: &WinogradKernel,
-    t: &Tiling,
-    ty0: usize,
-    ty1: usize,
-    par: Parallelism,
-    s: &mut Scratch,
-) {
-    block_portable(src, dst, k, t, ty0, ty1, par, s);
+fn block_avx512(job: &BlockJob, s: &mut Scratch) {
+    block_portable(job, s);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-fn block_avx2(
-    src: &[f32],
-    dst: SendPtr,
-    k: &WinogradKernel,
-    t: &Tiling,
-    ty0: usize,
-    ty1: usize,
-    par: Parallelism,
-    s: &mut Scratch,
-) {
-    block_portable(src, dst, k, t, ty0, ty1, par, s);
+fn block_avx2(job: &BlockJob, s: &mut Scratch) {
+    block_portable(job, s);
 }
 
+/// Input transform, the 36 products and the output transform of one block.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn block_portable(
-    src: &[f32],
-    dst: SendPtr,
-    k: &WinogradKernel,
-    t: &Tiling,
-    ty0: usize,
-    ty1: usize,
-    par: Parallelism,
-    s: &mut Scratch,
-) {
+fn block_portable(job: &BlockJob, s: &mut Scratch) {
+    let (src, dst, k, t) = (job.src, job.dst, job.kernel, job.tiling);
+    let (ty0, ty1) = (job.ty0, job.ty1);
     let tiles = (ty1 - ty0) * t.tiles_x;
     s.u.resize(POINTS * t.c_in * tiles, 0.0);
     s.m.resize(POINTS * t.c_out * tiles, 0.0);
@@ -295,28 +279,17 @@ fn block_portable(
         }
     }
     for xi in 0..POINTS {
-        // SAFETY: the slices are sized above; gemm reads [Co,Ci] and [Ci,tiles], writes [Co,tiles].
+        // SAFETY: the buffers are sized above: V[ξ] is [Co,Ci], U[ξ] [Ci,tiles], M[ξ] [Co,tiles].
         unsafe {
-            gemm::gemm(
+            gemm_overwrite(
                 t.c_out,
                 tiles,
                 t.c_in,
                 s.m[xi * t.c_out * tiles..].as_mut_ptr(),
-                1,
                 tiles as isize,
-                false,
-                k.v[xi * t.c_out * t.c_in..].as_ptr(),
-                1,
-                t.c_in as isize,
-                s.u[xi * t.c_in * tiles..].as_ptr(),
-                1,
-                tiles as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
+                Strided::rows(k.v[xi * t.c_out * t.c_in..].as_ptr(), t.c_in as isize),
+                Strided::rows(s.u[xi * t.c_in * tiles..].as_ptr(), tiles as isize),
+                job.par,
             );
         }
     }

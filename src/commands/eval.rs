@@ -21,7 +21,7 @@ pub(crate) struct EvalArgs {
     #[arg(long, default_value_t = HELD_OUT_SEED)]
     seed: u64,
     /// Number of synthetic images.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 120)]
     count: usize,
     /// Evaluate on a folder with images/NAME.ext and masks/NAME.png instead.
     #[arg(long)]

@@ -16,7 +16,7 @@
 #   3. the criterion forward / end-to-end groups on the GPU (shipped and original architecture);
 #   4. PyTorch's forward pass of the original architecture on the same GPU (benches/torch/forward.py);
 #   5. one `spheromesh node` on the GPU under `spheromesh loadtest` (1024x1024 PNGs, 8 in flight),
-#      with the default compute permits (one per core) and with one (GPU work serialised);
+#      with one compute permit per core and with one (the default on a GPU since run 2);
 #   6. the original architecture's forward pass on the host's CPU cores, candle against PyTorch.
 # A failing step is logged and the rest still run; the exit status is 1 if any failed.
 set -uo pipefail
@@ -118,14 +118,14 @@ run() {
     ldd "$BIN/spheromesh" | grep -E 'cuda|cublas|curand|not found'
     export RUST_LOG=${RUST_LOG:-info}
     step segment segment_both
-    step eval env DEVICE_PREFERENCE=cuda "$BIN/spheromesh" eval --count 100
+    step eval env DEVICE_PREFERENCE=cuda "$BIN/spheromesh" eval --count "${EVAL_COUNT:-100}"
     step bench env DEVICE_PREFERENCE=cuda SPHEROMESH_BENCH_MODEL=models/spheroid-resunet-small.safetensors \
         "$BIN/inference-bench" --bench 'forward_|segment_end_to_end'
     step torch python3 benches/torch/forward.py --device cuda --sizes 256,512,1024 --runs 10 --warmup 3
-    step serve serve_and_load
-    step serve_1permit serve_and_load 1
     local cores
     cores=$(nproc)
+    step serve_per_core serve_and_load "$cores"
+    step serve_1permit serve_and_load 1
     step cpu_candle env DEVICE_PREFERENCE=cpu SPHEROMESH_BENCH_ORIGINAL_SIZES=256,512 \
         SPHEROMESH_BENCH_SHIPPED_SIZES=none "$BIN/inference-bench" --bench forward_original
     step cpu_torch python3 benches/torch/forward.py --device cpu --threads "$cores" --sizes 256,512 \

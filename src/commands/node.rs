@@ -44,7 +44,7 @@ pub(crate) struct NodeArgs {
     /// Tasks that may wait for a slot here before this node answers busy.
     #[arg(long, env = "QUEUE_LIMIT", default_value_t = 8)]
     pub(crate) queue_limit: u32,
-    /// Model runs at once on the CPU (default: the number of cores).
+    /// Model runs at once (default: the number of cores on the CPU, 1 on a GPU).
     #[arg(long, env = "INFERENCE_THREADS")]
     pub(crate) inference_threads: Option<u32>,
     /// Weights (safetensors or PyTorch checkpoint), or `synthetic:MS` for the test double
@@ -122,7 +122,10 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         limits: ExecutorLimits {
             capacity: args.max_concurrent_tasks.max(1),
             queue_limit: args.queue_limit,
-            inference_threads: args.inference_threads.unwrap_or(cores).max(1),
+            inference_threads: args
+                .inference_threads
+                .unwrap_or_else(|| engine.default_compute_permits(cores))
+                .max(1),
         },
         tls_dir: args.tls_dir,
         cluster_key,

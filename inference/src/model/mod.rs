@@ -133,6 +133,11 @@ impl Model {
         device::device_name(&self.device)
     }
 
+    /// Whether inference runs on the CPU (not on a GPU).
+    pub fn runs_on_cpu(&self) -> bool {
+        self.device.is_cpu()
+    }
+
     /// Logits `[B,1,S,S]` for a batch `[B,3,S,S]` laid out CHW per image.
     fn forward_batch(&self, pixels: &[f32], batch: usize) -> candle_core::Result<Tensor> {
         let s = self.config.input_size;

@@ -19,6 +19,8 @@
 #      with one compute permit per core and with one (the default on a GPU since run 2);
 #   6. the original architecture's forward pass on the host's CPU cores, candle against PyTorch.
 # A failing step is logged and the rest still run; the exit status is 1 if any failed.
+# STEPS="segment bench ..." runs only the named steps (names as logged: segment eval bench torch
+# serve_per_core serve_1permit cpu_candle cpu_torch).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 BUNDLE=target/gpu-bundle.tar.gz
@@ -52,6 +54,7 @@ find_lib() {
 failed=0
 step() { # step NAME COMMAND...: runs COMMAND, logs to $OUT/NAME.log, records failure
     local name=$1; shift
+    case " ${STEPS:-$name} " in *" $name "*) ;; *) return 0 ;; esac
     echo "=== $name: $*"
     local t0=$SECONDS
     if "$@" >"$OUT/$name.log" 2>&1; then
@@ -83,22 +86,28 @@ EOF
     done
 }
 
-serve_and_load() { # [INFERENCE_THREADS]
+serve_and_load() { # [INFERENCE_THREADS]; COLD_JIT=1 empties the driver's kernel cache first
+    [ "${COLD_JIT:-0}" = 1 ] && rm -rf "$HOME/.nv/ComputeCache"
+    local t0=$SECONDS
     DEVICE_PREFERENCE=cuda "$BIN/spheromesh" node --http-listen 127.0.0.1:5002 \
         --quic-listen 127.0.0.1:5003 --gossip-listen 127.0.0.1:7946 \
         --max-concurrent-tasks 8 --queue-limit 32 ${1:+--inference-threads $1} >"$OUT/node.log" 2>&1 &
     local node=$! ok=0
-    for _ in $(seq 1 60); do
+    for _ in $(seq 1 180); do
         curl -fs http://127.0.0.1:5002/health/ready >/dev/null 2>&1 && { ok=1; break; }
         sleep 0.5
     done
+    echo "ready after $((SECONDS - t0)) s"
     if [ $ok = 1 ]; then
+        curl -s -o /dev/null -w "first request after ready: %{time_total} s (HTTP %{http_code})\n" \
+            -H 'Content-Type: image/png' --data-binary @examples/brightfield.png \
+            http://127.0.0.1:5002/segment
         "$BIN/spheromesh" loadtest --targets http://127.0.0.1:5002 --image-size 1024x1024 \
             --generate 8 --tasks "${SERVE_TASKS:-400}" --warmup 16 --concurrency 8 || ok=0
         curl -fs http://127.0.0.1:5002/metrics | grep -E '^ml_(tasks|inference)' | head -20
     fi
     kill -TERM $node; wait $node
-    grep -m3 -i "device\|cuda" "$OUT/node.log"
+    grep -m3 -i "warmed up\|device\|cuda" "$OUT/node.log"
     [ $ok = 1 ]
 }
 

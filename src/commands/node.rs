@@ -99,6 +99,10 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         max_pixels: args.max_pixels,
     };
     let engine = load_engine(&args, limits)?;
+    // Before joining the mesh, so no task waits for one-time kernel work.
+    if let Some(took) = engine.warm_up().context("warming the model up")? {
+        tracing::info!(ms = took.as_millis() as u64, "model warmed up");
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let cluster_key = args
         .cluster_key

@@ -157,32 +157,57 @@ impl Model {
     }
 
     /// Spheroid probability per network pixel, averaged over the eight symmetries of the
-    /// square (flips and transposes; test-time augmentation): eight forward passes, one
-    /// view at a time (a batch of eight would hold eight sets of activations: 275 MB peak
-    /// instead of 70 MB for a 1024x1024 image with the shipped model), each output mapped
-    /// back before averaging.
+    /// square (flips and transposes; test-time augmentation), each output mapped back before
+    /// averaging. On the CPU the eight passes run one view at a time (a batch of eight would
+    /// hold eight sets of activations: 275 MB peak instead of 70 MB for a 1024x1024 image
+    /// with the shipped model); on a GPU they run as one batch of eight, since there a small
+    /// network is bound by kernel launches, not memory.
     ///
     /// # Errors
     /// A tensor error (wrong input length, device failure).
     pub fn probabilities_dihedral(&self, pixels: &[f32]) -> candle_core::Result<Vec<f32>> {
+        self.dihedral_mean(pixels, !self.device.is_cpu())
+    }
+
+    /// [`Self::probabilities_dihedral`] with the eight views as one batch or one at a time.
+    fn dihedral_mean(&self, pixels: &[f32], batched: bool) -> candle_core::Result<Vec<f32>> {
         let s = self.config.input_size;
         let c = self.config.in_channels;
         let plane = s * s;
         if pixels.len() != c * plane {
             candle_core::bail!("expected {} input values, got {}", c * plane, pixels.len());
         }
-        let mut mean = vec![0f32; plane];
-        let mut view = Vec::with_capacity(pixels.len());
-        for t in 0..8 {
-            view.clear();
+        let view_of = |t: usize, out: &mut Vec<f32>| {
             for ch in 0..c {
                 let src = &pixels[ch * plane..(ch + 1) * plane];
-                view.extend((0..plane).map(|i| src[dihedral(t, i / s, i % s, s)]));
+                out.extend((0..plane).map(|i| src[dihedral(t, i / s, i % s, s)]));
             }
-            let out = self.probabilities(&view)?;
-            // Output pixel (y, x) of view t sits at dihedral(t, y, x) of the original.
+        };
+        let mut mean = vec![0f32; plane];
+        // Output pixel (y, x) of view t sits at dihedral(t, y, x) of the original.
+        let mut accumulate = |t: usize, out: &[f32]| {
             for (i, &v) in out.iter().enumerate() {
                 mean[dihedral(t, i / s, i % s, s)] += v / 8.0;
+            }
+        };
+        if !batched {
+            let mut view = Vec::with_capacity(pixels.len());
+            for t in 0..8 {
+                view.clear();
+                view_of(t, &mut view);
+                accumulate(t, &self.probabilities(&view)?);
+            }
+        } else {
+            let mut batch = Vec::with_capacity(8 * pixels.len());
+            for t in 0..8 {
+                view_of(t, &mut batch);
+            }
+            let logits = self.forward_batch(&batch, 8)?;
+            let probs = candle_nn::ops::sigmoid(&logits)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            for (t, out) in probs.chunks_exact(plane).enumerate() {
+                accumulate(t, out);
             }
         }
         Ok(mean)
@@ -233,7 +258,26 @@ fn dihedral(t: usize, y: usize, x: usize, s: usize) -> usize {
 
 #[cfg(test)]
 mod dihedral_tests {
-    use super::dihedral;
+    use super::{dihedral, ResUNetConfig};
+
+    /// The GPU's one-batch path averages the same eight views as the CPU's one-at-a-time path.
+    #[test]
+    fn batched_and_sequential_views_give_the_same_mean() {
+        let cfg = ResUNetConfig {
+            input_size: 64,
+            ..ResUNetConfig::shipped()
+        };
+        let model = crate::test_utils::parity_model(&cfg);
+        let pixels = crate::test_utils::parity_input(64, 64);
+        let one_by_one = model.dihedral_mean(&pixels, false).unwrap();
+        let batched = model.dihedral_mean(&pixels, true).unwrap();
+        let diff = one_by_one
+            .iter()
+            .zip(&batched)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff < 1e-5, "max |diff| {diff}");
+        assert_eq!(model.probabilities_dihedral(&pixels).unwrap(), one_by_one);
+    }
 
     #[test]
     fn each_view_is_a_permutation_and_the_identity_is_first() {

@@ -114,6 +114,14 @@ pub(super) struct SendPtr(pub(super) *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer `count` elements further on (the method keeps closures capturing
+    /// the whole `Send` wrapper rather than its raw field).
+    pub(super) fn offset(self, count: usize) -> Self {
+        Self(self.0.wrapping_add(count))
+    }
+}
+
 /// A strided `f32` matrix operand: first element, column stride, row stride.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Strided {
@@ -183,6 +191,22 @@ thread_local! {
     static COL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Runs `f` with this thread's scratch buffer from `key`, taken out of the cell
+/// for the duration. Holding the cell's borrow instead would be a bug: `f` may
+/// wait on rayon work (a parallel gemm), and a waiting rayon thread runs other
+/// queued tasks, which would ask for the same cell (a "RefCell already
+/// borrowed" panic, seen with 16 threads). A nested caller finds the cell
+/// empty and uses a fresh buffer.
+pub(super) fn with_scratch<T: Default, R>(
+    key: &'static std::thread::LocalKey<std::cell::RefCell<T>>,
+    f: impl FnOnce(&mut T) -> R,
+) -> R {
+    let mut scratch = key.with(std::cell::RefCell::take);
+    let result = f(&mut scratch);
+    key.with(|cell| cell.replace(scratch));
+    result
+}
+
 /// Calls `f(ptr, row_stride)` with the `[Ci*k*k, (y1-y0)*W]` unrolled tile of
 /// image `src`: the image rows themselves for a 1x1 convolution (no copy),
 /// else a thread-local im2col buffer.
@@ -196,9 +220,8 @@ fn with_unrolled(
     if g.is_pointwise() {
         f(src[y0 * g.width..].as_ptr(), g.plane() as isize);
     } else {
-        COL.with(|c| {
-            let mut col = c.borrow_mut();
-            im2col(src, g, y0, y1, &mut col);
+        with_scratch(&COL, |col| {
+            im2col(src, g, y0, y1, col);
             f(col.as_ptr(), ((y1 - y0) * g.width) as isize);
         });
     }

@@ -316,13 +316,9 @@ mod fused_kernel_tests {
 
     use super::ResUNetConfig;
 
-    /// The inference-only CPU kernels (Winograd 3x3, GroupNorm+ReLU, 2x2 up-convolution)
-    /// compute what the differentiable candle ops compute: the same network on the same
-    /// input, once plain and once gradient-tracked (which routes every layer to candle's ops).
-    #[test]
-    fn fused_inference_kernels_match_the_differentiable_path() {
-        // At 128 px the 128-, 64- and 32-pixel levels take the Winograd kernel (>= 64 tiles,
-        // >= 32 channels); 16 and 8 px stay on im2col.
+    /// A network whose 128-, 64- and 32-pixel levels take the Winograd kernel and whose
+    /// deeper levels take im2col, with its parity input.
+    fn network() -> (super::Model, Tensor) {
         let cfg = ResUNetConfig {
             features: vec![32, 64, 128, 256, 512],
             gn_groups: 8,
@@ -332,6 +328,51 @@ mod fused_kernel_tests {
         let model = crate::test_utils::parity_model(&cfg);
         let input = crate::test_utils::parity_input(128, 128);
         let x = Tensor::from_vec(input, (1, 3, 128, 128), &Device::Cpu).unwrap();
+        (model, x)
+    }
+
+    /// With more threads than blocks or tiles, a thread waiting on a parallel gemm runs
+    /// other queued tiles; no kernel may hold a thread-local scratch borrow across that
+    /// (it panicked with "RefCell already borrowed" on a 16-core host).
+    #[test]
+    fn kernels_run_in_a_pool_with_more_threads_than_work() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(16)
+            .build()
+            .unwrap();
+        // im2col: 1024 input channels at width 32 make tiles of 3 rows, 11 of them.
+        let x = Tensor::randn(0f32, 1.0, (1, 1024, 32, 32), &Device::Cpu).unwrap();
+        let w = Tensor::randn(0f32, 0.05, (64, 1024, 3, 3), &Device::Cpu).unwrap();
+        // Winograd: 64 -> 64 channels at 192x192 make 6 blocks of 8 tile rows.
+        let xw = Tensor::randn(0f32, 1.0, (1, 64, 192, 192), &Device::Cpu).unwrap();
+        let ww: Vec<f32> = Tensor::randn(0f32, 0.05, (64, 64, 3, 3), &Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let kernel = super::winograd::WinogradKernel::new(&ww, 64, 64);
+        let xw_flat: Vec<f32> = xw.flatten_all().unwrap().to_vec1().unwrap();
+        let expected = super::conv::conv2d_same(&x, &w).unwrap();
+        let expected_w = super::winograd::conv3x3(&xw_flat, 1, 192, 192, &kernel);
+        for _ in 0..5 {
+            let got = pool.install(|| super::conv::conv2d_same(&x, &w)).unwrap();
+            assert!(super::max_abs_diff(&got, &expected) < 1e-4);
+            let got_w = pool.install(|| super::winograd::conv3x3(&xw_flat, 1, 192, 192, &kernel));
+            assert_eq!(got_w, expected_w);
+        }
+        let (model, x) = network();
+        let expected = model.net.forward(&x).unwrap();
+        let got = pool.install(|| model.net.forward(&x)).unwrap();
+        assert!(super::max_abs_diff(&got, &expected) < 1e-4);
+    }
+
+    /// The inference-only CPU kernels (Winograd 3x3, GroupNorm+ReLU, 2x2 up-convolution)
+    /// compute what the differentiable candle ops compute: the same network on the same
+    /// input, once plain and once gradient-tracked (which routes every layer to candle's ops).
+    #[test]
+    fn fused_inference_kernels_match_the_differentiable_path() {
+        let (model, x) = network();
         let fused = model.net.forward(&x).unwrap();
         let tracked = Var::from_tensor(&x).unwrap();
         let reference = model.net.forward(tracked.as_tensor()).unwrap();

@@ -25,7 +25,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::conv::{contiguous, dims4, gemm_overwrite, SendPtr, Strided};
+use super::conv::{contiguous, dims4, gemm_overwrite, with_scratch, SendPtr, Strided};
 
 /// Output tile side.
 const M: usize = 4;
@@ -144,9 +144,12 @@ impl Tiling {
         M * self.tiles_x + 2
     }
     /// Tile rows per block, so that a block's `U` and `M` hold about `BLOCK_ELEMS`.
+    /// Tile rows per block: about `BLOCK_ELEMS` of `U` and `M`, with the rows shared evenly
+    /// (8 rows in blocks of 7 would leave one thread a block of 1).
     fn rows_per_block(&self) -> usize {
         let per_row = POINTS * (self.c_in + self.c_out) * self.tiles_x;
-        (BLOCK_ELEMS / per_row.max(1)).clamp(1, self.tiles_y)
+        let most = (BLOCK_ELEMS / per_row.max(1)).clamp(1, self.tiles_y);
+        self.tiles_y.div_ceil(self.tiles_y.div_ceil(most))
     }
 }
 
@@ -157,14 +160,36 @@ struct Scratch {
     u: Vec<f32>,
     /// Products `[36][Co][tiles]`.
     m: Vec<f32>,
+}
+
+/// Scratch of one row transform, kept per thread (row transforms may run on other
+/// threads than their block).
+#[derive(Default)]
+struct RowScratch {
     /// Six padded input rows, then their y-transforms.
     rows: Vec<f32>,
-    /// Four phases of one transformed row (`tiles_x + 1` each), then six x-transforms.
+    /// Four phases of one transformed row (`tiles_x + 1` each), then six x-transforms;
+    /// or, for the output, the y-transforms then four x-transforms.
     phases: Vec<f32>,
 }
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+    static ROW_SCRATCH: std::cell::RefCell<RowScratch> =
+        std::cell::RefCell::new(RowScratch::default());
+}
+
+/// Runs `f(channel, scratch)` for every channel: spread over the rayon pool when the
+/// blocks alone do not fill it, else in a loop on this thread.
+#[inline(always)]
+fn for_each_channel(channels: usize, spread: bool, f: impl Fn(usize, &mut RowScratch) + Sync) {
+    if spread {
+        (0..channels).into_par_iter().for_each(|c| {
+            with_scratch(&ROW_SCRATCH, |r| f(c, r));
+        });
+    } else {
+        with_scratch(&ROW_SCRATCH, |r| (0..channels).for_each(|c| f(c, r)));
+    }
 }
 
 /// `[B,Ci,H,W] -> [B,Co,H,W]`, 3x3 kernel, zero padding 1, stride 1.
@@ -201,11 +226,9 @@ pub(crate) fn conv3x3(
         Parallelism::Rayon(0)
     };
     blocks.par_iter().for_each(|&(b, ty0, ty1)| {
-        let base = out_ptr; // the whole wrapper, not its field (closure capture)
         let src = &x[b * k.c_in * plane..][..k.c_in * plane];
         // Blocks of one image cover disjoint tile rows, hence write disjoint output rows.
-        // SAFETY: the offset stays inside `out` ([B,Co,H,W]).
-        let dst = SendPtr(unsafe { base.0.add(b * k.c_out * plane) });
+        let dst = out_ptr.offset(b * k.c_out * plane);
         let job = BlockJob {
             src,
             dst,
@@ -215,7 +238,7 @@ pub(crate) fn conv3x3(
             ty1,
             par,
         };
-        SCRATCH.with(|s| block(&job, &mut s.borrow_mut()));
+        with_scratch(&SCRATCH, |s| block(&job, s));
     });
     out
 }
@@ -271,13 +294,16 @@ fn block_portable(job: &BlockJob, s: &mut Scratch) {
     let tiles = (ty1 - ty0) * t.tiles_x;
     s.u.resize(POINTS * t.c_in * tiles, 0.0);
     s.m.resize(POINTS * t.c_out * tiles, 0.0);
-    for ci in 0..t.c_in {
+    // With fewer blocks than threads, the channels' transforms share the pool too.
+    let spread = matches!(job.par, Parallelism::Rayon(_));
+    let u = SendPtr(s.u.as_mut_ptr());
+    for_each_channel(t.c_in, spread, |ci, rs| {
         let plane = &src[ci * t.height * t.width..][..t.height * t.width];
         for ty in ty0..ty1 {
             let col0 = (ty - ty0) * t.tiles_x;
-            transform_input_row(plane, t, ty, s, |xi| (xi * t.c_in + ci) * tiles + col0);
+            transform_input_row(plane, t, ty, rs, u, |xi| (xi * t.c_in + ci) * tiles + col0);
         }
-    }
+    });
     for xi in 0..POINTS {
         // SAFETY: the buffers are sized above: V[ξ] is [Co,Ci], U[ξ] [Ci,tiles], M[ξ] [Co,tiles].
         unsafe {
@@ -293,25 +319,28 @@ fn block_portable(job: &BlockJob, s: &mut Scratch) {
             );
         }
     }
-    for co in 0..t.c_out {
-        // SAFETY: channel `co`'s plane lies inside the image `dst` points at.
-        let plane = SendPtr(unsafe { dst.0.add(co * t.height * t.width) });
+    let m = &s.m;
+    for_each_channel(t.c_out, spread, |co, rs| {
+        let image = dst; // the whole wrapper, not its field (closure capture)
+                         // SAFETY: channel `co`'s plane lies inside the image `dst` points at.
+        let plane = SendPtr(unsafe { image.0.add(co * t.height * t.width) });
         for ty in ty0..ty1 {
             let col0 = (ty - ty0) * t.tiles_x;
-            transform_output_row(&s.m, t, ty, &mut s.phases, plane, |xi| {
+            transform_output_row(m, t, ty, &mut rs.phases, plane, |xi| {
                 (xi * t.c_out + co) * tiles + col0
             });
         }
-    }
+    });
 }
 
-/// Transforms tile row `ty` of one input channel into `s.u` at `at(ξ)..+tiles_x`.
+/// Transforms tile row `ty` of one input channel into `U` (at `u`) at `at(ξ)..+tiles_x`.
 #[inline(always)]
 fn transform_input_row(
     plane: &[f32],
     t: &Tiling,
     ty: usize,
-    s: &mut Scratch,
+    s: &mut RowScratch,
+    u: SendPtr,
     at: impl Fn(usize) -> usize,
 ) {
     let wp = t.padded_width();
@@ -355,8 +384,10 @@ fn transform_input_row(
             &mut outs,
         );
         for (j, o) in outs.iter().enumerate() {
-            let start = at(i * N + j);
-            s.u[start..start + nx].copy_from_slice(o);
+            // SAFETY: `at` maps this channel's rows to ranges of `U` no other channel
+            // writes, inside the buffer the block sized.
+            let dst = unsafe { std::slice::from_raw_parts_mut(u.offset(at(i * N + j)).0, nx) };
+            dst.copy_from_slice(o);
         }
     }
 }
@@ -401,7 +432,8 @@ fn transform_output_row(
         );
         // SAFETY: row `y` of this channel belongs to this block's tile rows alone
         // (no other thread writes it) and lies inside the plane.
-        let out_row = unsafe { std::slice::from_raw_parts_mut(plane.0.add(y * t.width), t.width) };
+        let out_row =
+            unsafe { std::slice::from_raw_parts_mut(plane.offset(y * t.width).0, t.width) };
         let full = t.width / M;
         for (tx, c) in out_row.chunks_exact_mut(M).enumerate() {
             c[0] = q0[tx];

@@ -127,7 +127,7 @@ fn sizes(var: &str, default: &str) -> Vec<usize> {
 
 /// The shipped model from `SPHEROMESH_BENCH_MODEL` or `models/`, or parity weights of the
 /// shipped architecture when no file is there yet (with a warning).
-fn shipped_model() -> Model {
+fn shipped_model(pref: DevicePreference) -> Model {
     let path = env::var_os("SPHEROMESH_BENCH_MODEL").map_or_else(
         || {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -136,8 +136,8 @@ fn shipped_model() -> Model {
         PathBuf::from,
     );
     if path.exists() {
-        let model = Model::load(&path, device_preference())
-            .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
+        let model =
+            Model::load(&path, pref).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
         eprintln!(
             "bench: shipped model {} (features {:?}, input {}) on {}",
             path.display(),
@@ -152,14 +152,13 @@ fn shipped_model() -> Model {
              (forward timings valid, segment_end_to_end post-processing not representative)",
             path.display()
         );
-        on_preferred_device(test_utils::parity_model(&ResUNetConfig::shipped()))
+        on_device(test_utils::parity_model(&ResUNetConfig::shipped()), pref)
     }
 }
 
-/// `model` moved to the `DEVICE_PREFERENCE` device, through a safetensors file: the parity
+/// `model` moved to the `pref` device, through a safetensors file: the parity
 /// weights are built on the CPU and loading is the one public way onto another device.
-fn on_preferred_device(model: Model) -> Model {
-    let pref = device_preference();
+fn on_device(model: Model, pref: DevicePreference) -> Model {
     if pref == DevicePreference::Cpu {
         return model;
     }
@@ -292,7 +291,8 @@ fn benches(c: &mut Criterion) {
     decode_preprocess(c, &fx);
     postprocess(c, &fx);
 
-    let shipped = shipped_model();
+    let pref = device_preference();
+    let shipped = shipped_model(pref);
     segment_end_to_end(c, &fx, &shipped);
     let shipped_sizes = sizes("SPHEROMESH_BENCH_SHIPPED_SIZES", DEFAULT_SIZES);
     forward(c, &fx, "shipped", &shipped, &shipped_sizes);
@@ -301,7 +301,7 @@ fn benches(c: &mut Criterion) {
     let original_sizes = sizes("SPHEROMESH_BENCH_ORIGINAL_SIZES", DEFAULT_SIZES);
     if !original_sizes.is_empty() {
         // Building the 132 M parity weights takes a few seconds; skip it when unused.
-        let original = on_preferred_device(test_utils::parity_model(&ResUNetConfig::default()));
+        let original = on_device(test_utils::parity_model(&ResUNetConfig::default()), pref);
         forward(c, &fx, "original", &original, &original_sizes);
     }
 }

@@ -243,6 +243,9 @@ struct GroupNorm {
     gamma: Tensor,
     beta: Tensor,
     groups: usize,
+    /// The fused op with the affine parameters copied out, built at the first
+    /// inference call and shared by clones (the parameters never change then).
+    fused: Arc<OnceLock<GroupNormRelu>>,
 }
 
 impl GroupNorm {
@@ -260,7 +263,22 @@ impl GroupNorm {
             gamma,
             beta,
             groups,
+            fused: Arc::default(),
         })
+    }
+
+    /// The cached fused op (its affine parameters read from the tensors once).
+    fn fused_op(&self) -> Result<&GroupNormRelu> {
+        if let Some(op) = self.fused.get() {
+            return Ok(op);
+        }
+        let op = GroupNormRelu {
+            groups: self.groups,
+            eps: NORM_EPS,
+            gamma: self.gamma.to_vec1()?,
+            beta: self.beta.to_vec1()?,
+        };
+        Ok(self.fused.get_or_init(|| op))
     }
 
     /// `relu(gn(x) + residual)`, or `relu(gn(x))` without one.
@@ -269,15 +287,10 @@ impl GroupNorm {
             && residual.is_none_or(|r| !r.track_op())
             && !self.beta.track_op();
         if fused {
-            let op = GroupNormRelu {
-                groups: self.groups,
-                eps: NORM_EPS,
-                gamma: self.gamma.to_vec1()?,
-                beta: self.beta.to_vec1()?,
-            };
+            let op = self.fused_op()?;
             return match residual {
-                Some(r) => x.apply_op2_no_bwd(r, &op),
-                None => x.apply_op1_no_bwd(&op),
+                Some(r) => x.apply_op2_no_bwd(r, op),
+                None => x.apply_op1_no_bwd(op),
             };
         }
         let y = self.inner.forward(x)?;

@@ -365,20 +365,28 @@ async fn callback_failing_a_few_times_is_retried_then_succeeds() {
     env.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn callback_failing_past_the_retry_window_requeues_the_message() {
-    let Some(env) = Env::new("requeue").await else {
-        return;
-    };
+/// Publishes one task with `params` while every callback fails and a 600 ms retry window,
+/// and returns once the consumer has requeued it at least once (the backend still failing).
+async fn requeue_after_failed_callbacks(env: &Env, params: Value) -> (Arc<SlotRunner>, Running) {
     support::write_png(&env.uploads(), "a.png", 24, 24);
     env.backend.state.fail_all.store(true, Ordering::SeqCst);
     let runner = Arc::new(SlotRunner::new("node-a", 1, Duration::from_millis(1)));
     let mut config = env.config();
     config.callback_retry_for = Duration::from_millis(600);
     let consumer = Running::start(config, Arc::clone(&runner));
-    env.publish_task("t", "a.png", json!({})).await;
+    env.publish_task("t", "a.png", params).await;
     let status = Arc::clone(&consumer.status);
     support::eventually("a requeue", LONG, || status.snapshot().requeued >= 1).await;
+    (runner, consumer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_failing_past_the_retry_window_requeues_the_message() {
+    let Some(env) = Env::new("requeue").await else {
+        return;
+    };
+    let (_runner, consumer) = requeue_after_failed_callbacks(&env, json!({})).await;
+    let status = Arc::clone(&consumer.status);
     consumer.stop(LONG).await;
     assert!(env.backend.accepted().is_empty());
     assert_eq!(
@@ -395,16 +403,8 @@ async fn redelivered_task_is_answered_from_the_cache_without_recomputing() {
     let Some(env) = Env::new("cache").await else {
         return;
     };
-    support::write_png(&env.uploads(), "a.png", 24, 24);
-    env.backend.state.fail_all.store(true, Ordering::SeqCst);
-    let runner = Arc::new(SlotRunner::new("node-a", 1, Duration::from_millis(1)));
-    let mut config = env.config();
-    config.callback_retry_for = Duration::from_millis(600);
-    let consumer = Running::start(config, Arc::clone(&runner));
-    env.publish_task("t", "a.png", json!({"threshold": 0.3}))
-        .await;
+    let (runner, consumer) = requeue_after_failed_callbacks(&env, json!({"threshold": 0.3})).await;
     let status = Arc::clone(&consumer.status);
-    support::eventually("a requeue", LONG, || status.snapshot().requeued >= 1).await;
     env.backend.state.fail_all.store(false, Ordering::SeqCst);
     let got = env.backend.wait_for(1, LONG).await;
     consumer.stop(LONG).await;

@@ -32,6 +32,17 @@ async fn post(node: &Node, query: &str, content_type: &str, body: Vec<u8>) -> (u
     (status, response.json().await.expect("JSON body"))
 }
 
+/// HTTP status of `GET path` on `node`.
+async fn status_of(node: &Node, path: &str) -> u16 {
+    client()
+        .get(node.url(path))
+        .send()
+        .await
+        .expect(path)
+        .status()
+        .as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segment_inputs_errors_health_and_metrics() {
     let uploads = tempfile::tempdir().expect("uploads");
@@ -177,13 +188,7 @@ async fn segment_inputs_errors_health_and_metrics() {
     }
     assert_eq!(health["instance_id"], "api-node");
     for path in ["/health/live", "/health/ready"] {
-        let status = client()
-            .get(node.url(path))
-            .send()
-            .await
-            .expect(path)
-            .status();
-        assert_eq!(status.as_u16(), 200, "{path}");
+        assert_eq!(status_of(&node, path).await, 200, "{path}");
     }
 
     // Metrics: the names the old dashboards use, labelled with the instance.
@@ -229,13 +234,7 @@ async fn sigterm_turns_health_503_and_finishes_the_request_in_flight() {
     node.sigterm();
     tokio::time::sleep(Duration::from_millis(150)).await;
     for path in ["/health", "/health/ready"] {
-        let status = client()
-            .get(node.url(path))
-            .send()
-            .await
-            .expect(path)
-            .status();
-        assert_eq!(status.as_u16(), 503, "{path} while draining");
+        assert_eq!(status_of(&node, path).await, 503, "{path} while draining");
     }
     assert_eq!(
         in_flight.await.expect("join"),

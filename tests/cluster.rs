@@ -9,7 +9,7 @@ mod nodes;
 
 use std::time::{Duration, Instant};
 
-use nodes::{get_json, load, mesh, png, routable, wait_until, Node, Pki, Spec, KEY};
+use nodes::{get_json, inflight_to, load, mesh, png, routable, wait_until, Node, Pki, Spec, KEY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn five_nodes_converge_and_a_late_node_receives_work() {
@@ -110,6 +110,110 @@ async fn kill_9_under_load_loses_no_request_and_leaves_routing_within_3s() {
             survivor.name
         );
     }
+}
+
+/// A fault of a peer that has tasks in flight.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    Kill9,
+    /// SIGSTOP for this long, then SIGCONT.
+    Stop(Duration),
+}
+
+/// Bound of the mesh issue for the slowest request through a peer's fault: `dead_after`
+/// (2 s) + 1 s + one service time (100 ms), rounded up for a noisy 2-core machine.
+const FAULT_BOUND: Duration = Duration::from_secs(4);
+
+/// 3 nodes x 2 slots x 100 ms, closed-loop load of 3 (half the slots) into node-1; the
+/// fault hits node-3 while node-1 has a forward in flight there. Every request must succeed,
+/// none slower than [`FAULT_BOUND`].
+async fn fault_with_tasks_in_flight(name: &str, fault: Fault) {
+    let pki = Pki::new(name, KEY);
+    let mut nodes = mesh(&pki, 3, 100, 2).await;
+    let running = tokio::spawn(load(nodes[0].url("/segment"), png(64, 48), 150, 3, true));
+    let caught = wait_until(Duration::from_secs(10), || async {
+        inflight_to(&nodes[0], "node-3").await > 0
+    })
+    .await;
+    assert!(
+        caught.is_some(),
+        "node-1 never had a task in flight on node-3"
+    );
+    let resume = match fault {
+        Fault::Kill9 => {
+            nodes[2].kill9();
+            None
+        }
+        Fault::Stop(pause) => {
+            nodes[2].sigstop();
+            let pid = nodes[2].pid();
+            Some(tokio::spawn(async move {
+                tokio::time::sleep(pause).await;
+                nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGCONT,
+                )
+                .expect("SIGCONT");
+            }))
+        }
+    };
+    let outcome = running.await.expect("load task");
+    if let Some(resume) = resume {
+        resume.await.expect("resume task");
+    }
+    let metrics = nodes::metrics_text(&nodes[0]).await;
+    eprintln!(
+        "{fault:?}: slowest {:?}, shares {:?}, hedges sent {}, failovers {}",
+        outcome.slowest,
+        outcome.shares,
+        metric_with(&metrics, "mesh_hedges_total", "outcome=\"sent\""),
+        metric(&metrics, "mesh_failovers_total"),
+    );
+    assert!(
+        outcome.failures.is_empty(),
+        "failed requests: {:?}",
+        outcome.failures
+    );
+    assert_eq!(outcome.ok(), 150);
+    assert!(
+        outcome.slowest < FAULT_BOUND,
+        "slowest request {:?} (bound {FAULT_BOUND:?})",
+        outcome.slowest
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_a_peer_with_tasks_in_flight_fails_none_within_the_detector_bound() {
+    fault_with_tasks_in_flight("inflight-kill", Fault::Kill9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigstop_5s_of_a_peer_with_tasks_in_flight_fails_none_within_the_detector_bound() {
+    fault_with_tasks_in_flight("inflight-stop", Fault::Stop(Duration::from_secs(5))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_paused_for_3s_keeps_its_live_peers_when_it_resumes() {
+    let pki = Pki::new("paused", KEY);
+    let nodes = mesh(&pki, 6, 50, 1).await;
+    let paused = &nodes[5];
+    paused.sigstop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    paused.sigcont();
+    // For 3 s after it resumes, every answer of its /cluster lists all 5 live peers.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut fewest = usize::MAX;
+    while Instant::now() < until {
+        fewest = fewest.min(routable(paused).await.len());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let text = nodes::metrics_text(paused).await;
+    eprintln!(
+        "fewest routable peers after resuming: {fewest}; stalls noticed: {}",
+        metric(&text, "mesh_stalls_total")
+    );
+    assert_eq!(fewest, 5, "the resumed node dropped live peers");
+    assert!(metric(&text, "mesh_stalls_total") >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

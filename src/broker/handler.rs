@@ -35,7 +35,7 @@ use super::dead_letter;
 use super::error_chain;
 use super::message::TaskMessage;
 use super::status::{BrokerStatus, Event, InHand};
-use crate::node::{SegmentTask, TaskError, TaskRunner};
+use crate::node::{Policy, SegmentTask, TaskError, TaskRunner};
 use crate::uploads::{PathError, UploadsRoot};
 
 /// State every delivery handler shares.
@@ -182,7 +182,7 @@ async fn process<R: TaskRunner>(
         simplify_tolerance: params.simplify_tolerance,
         deadline: Instant::now() + shared.task_timeout,
     };
-    match run_marking_start(shared.runner.run(task), unstarted).await {
+    match run_marking_start(shared.runner.run(task, Policy::FreeSlotFirst), unstarted).await {
         Ok(result) => {
             let body = completed_body(&result, &msg.parameters);
             shared.cache.put(&msg.task_id, key, body.clone());

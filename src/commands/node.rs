@@ -100,7 +100,8 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
     };
     let engine = load_engine(&args, limits)?;
     // Before joining the mesh, so no task waits for one-time kernel work.
-    if let Some(took) = engine.warm_up().context("warming the model up")? {
+    let measured_service = engine.warm_up().context("warming the model up")?;
+    if let Some(took) = measured_service {
         tracing::info!(ms = took.as_millis() as u64, "model warmed up");
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
@@ -142,6 +143,7 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
             .http_body_budget_mb
             .saturating_mul(1024 * 1024)
             .max(args.max_bytes + 64 * 1024),
+        measured_service,
     };
     let broker_config = BrokerConfig::from_args(&args.broker).context("RabbitMQ settings")?;
     let broker_status = broker_config.as_ref().map(|_| BrokerStatus::new());

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::AppState;
 use crate::node::metrics;
-use crate::node::{SegmentTask, TaskError};
+use crate::node::{Policy, SegmentTask, TaskError};
 use crate::uploads::PathError;
 
 /// Query parameters of `POST /segment`.
@@ -112,7 +112,7 @@ pub(crate) async fn segment(
         deadline: received + timeout,
     };
     let task_id = task.task_id.clone();
-    let result = state.dispatcher.submit(task).await?;
+    let result = state.dispatcher.place(task, Policy::Fastest).await?;
     metrics::record_http(200);
     Ok(Json(serde_json::json!({
         "task_id": task_id,

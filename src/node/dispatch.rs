@@ -1,18 +1,22 @@
-//! Where a task runs: here, or on the peer that power-of-two-choices picks, with one
-//! fallback to the second choice, retries after a failed peer, and busy when the whole
-//! mesh is full.
+//! Where a task runs: the node's side of routing. The decisions are the pure routing
+//! [`Plan`] of `spheromesh_mesh::routing`; `driver.rs` carries them out; this file supplies
+//! what they need from the node (views from gossip and the peer table, the executor, QUIC
+//! sends, membership changes) and runs the tasks that peers forward here.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use spheromesh_mesh::membership::{Membership, Peer};
+use spheromesh_mesh::membership::{LoadReport, Membership, PeerChanges};
 use spheromesh_mesh::protocol::{FailureKind, TaskRequest, TaskResponse};
-use spheromesh_mesh::routing::{self, Decision, NodeId, RetryBudget, MAX_ATTEMPTS};
+use spheromesh_mesh::routing::{Estimate, HedgeBudget, Inputs, NodeId, Plan, Policy};
 use spheromesh_mesh::transport::ForwardClient;
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use super::driver::{self, Attempt, DriverEvent, Env, HealthSignal, SendResult};
 use super::engine::Engine;
 use super::executor::{Admission, Executor};
 use super::metrics;
@@ -22,9 +26,9 @@ use super::task::{SegmentTask, TaskError, TaskResult, TaskRunner};
 /// Service time assumed for a node that has not measured one yet.
 pub const DEFAULT_SERVICE: Duration = Duration::from_millis(500);
 
-/// Upper bound on routing rounds for one task (each round either runs, sends, or ends the
-/// task; a round repeats only when a local slot was taken between the view and admission).
-const MAX_ROUNDS: usize = 8;
+/// A node that took client work within this window gossips `entry` (see
+/// `routing::Estimate::senders`).
+pub const ENTRY_WINDOW: Duration = Duration::from_secs(10);
 
 /// Routes tasks for one node; shared by the HTTP API, the broker consumer and the QUIC
 /// server.
@@ -36,27 +40,10 @@ pub struct Dispatcher {
     client: ForwardClient,
     peers: Arc<PeerTable>,
     rng: Mutex<StdRng>,
-}
-
-/// How a task is placed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Placement {
-    /// Power of two choices on the expected completion time (HTTP work).
-    Best,
-    /// A free slot first, here or at a peer that does not pull work itself, then as
-    /// [`Placement::Best`]. For work the broker consumer pulled because
-    /// [`TaskRunner::startable_now`] counted such a slot: comparing service-time EWMAs,
-    /// which vary with the task mix, could otherwise send it to queue behind a long task
-    /// while the slot it was pulled for stays empty.
-    FreeSlot,
-}
-
-/// What one send to a peer came to.
-enum Step {
-    Done(TaskResult),
-    Busy,
-    Retry,
-    Fail(TaskError),
+    hedges: Mutex<HedgeBudget>,
+    started: Instant,
+    /// Milliseconds after `started` of the last client task, plus one (0: none yet).
+    last_entry_ms: AtomicU64,
 }
 
 impl Dispatcher {
@@ -75,6 +62,28 @@ impl Dispatcher {
             client,
             peers,
             rng: Mutex::new(StdRng::from_entropy()),
+            hedges: Mutex::new(HedgeBudget::default()),
+            started: Instant::now(),
+            last_entry_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The load this node gossips: the executor's, and whether it takes client work.
+    pub fn load_report(&self) -> LoadReport {
+        LoadReport {
+            entry: self.is_entry(),
+            ..self.executor.load_report()
+        }
+    }
+
+    /// Whether this node took client work within [`ENTRY_WINDOW`].
+    pub fn is_entry(&self) -> bool {
+        match self.last_entry_ms.load(Ordering::Relaxed) {
+            0 => false,
+            at => {
+                let since_start = self.started.elapsed().as_millis();
+                since_start.saturating_sub(u128::from(at - 1)) < ENTRY_WINDOW.as_millis()
+            }
         }
     }
 
@@ -111,129 +120,56 @@ impl Dispatcher {
         service.clamp(Duration::from_secs(1), Duration::from_secs(60))
     }
 
-    /// Runs a task that entered the mesh at this node.
+    /// Runs a task that entered the mesh at this node (from HTTP or the broker), placed by
+    /// `policy`: here or at one peer, with retries, failover and one hedge as the routing
+    /// [`Plan`] decides.
     ///
     /// # Errors
     ///
-    /// [`TaskError`]: invalid input, busy when no node has room, deadline exceeded, or an
-    /// internal failure when every attempt failed.
-    pub async fn submit(&self, task: SegmentTask) -> Result<TaskResult, TaskError> {
-        self.route(task, Placement::Best).await
-    }
-
-    async fn route(
-        &self,
-        task: SegmentTask,
-        placement: Placement,
-    ) -> Result<TaskResult, TaskError> {
+    /// [`TaskError`]: invalid input, busy when no node has room, deadline exceeded, or the
+    /// task's own failure on the node that ran it.
+    pub async fn place(&self, task: SegmentTask, policy: Policy) -> Result<TaskResult, TaskError> {
         Engine::precheck(self.executor.engine().limits(), &task.image, task.threshold)?;
+        let since_start = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_entry_ms
+            .store(since_start.saturating_add(1), Ordering::Relaxed);
+        self.lock_hedges().on_task();
         let deadline = task.deadline;
-        let mut request = TaskRequest {
-            task_id: task.task_id,
-            image: task.image,
-            threshold: task.threshold,
-            simplify_tolerance: task.simplify_tolerance,
-            deadline_ms: 0,
-            hops: 1,
-            entry_node: self.instance_id.clone(),
+        let env = TaskEnv {
+            dispatcher: self,
+            request: TaskRequest {
+                task_id: task.task_id,
+                image: task.image,
+                threshold: task.threshold,
+                simplify_tolerance: task.simplify_tolerance,
+                deadline_ms: 0,
+                hops: 1,
+                entry_node: self.instance_id.clone(),
+            },
+            deadline,
         };
-        let mut budget = RetryBudget::new(deadline);
-        if placement == Placement::FreeSlot {
-            if let Some(admission) = self.executor.try_admit_to_slot() {
-                return self.run_admitted(admission, request, 0, deadline).await;
-            }
-            if let Some(target) = self.free_non_consuming_peer() {
-                budget.record_attempt(target.clone());
-                let members = self.membership.peers();
-                match self
-                    .forward(&target, &members, &mut request, deadline)
-                    .await
-                {
-                    Step::Done(result) => return Ok(result),
-                    Step::Fail(error) => return Err(error),
-                    Step::Busy | Step::Retry => {}
-                }
-            }
-        }
-        for _ in 0..MAX_ROUNDS {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(TaskError::DeadlineExceeded);
-            }
-            let members = self.membership.peers();
-            let mut views = self.peers.views(&members, now);
-            views.retain(|v| !budget.has_tried(&v.id));
-            let local = self.executor.local_view();
-            let decision = if budget.attempts() >= MAX_ATTEMPTS {
-                routing::local_only(&local)
-            } else {
-                let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
-                // Peers that have not measured a service time yet are assumed as fast as
-                // this node, not slower: a node that has measured nothing yet is new.
-                let default_service = self.executor.service_ewma().unwrap_or(DEFAULT_SERVICE);
-                let pick = routing::pick(&local, &views, &mut *rng, default_service);
-                debug!(task_id = %request.task_id, ?pick, "routing");
-                pick.decision
-            };
-            match decision {
-                Decision::Local => {
-                    if let Some(admission) = self.executor.try_admit() {
-                        if budget.attempts() > 0 {
-                            metrics::record_retry();
-                        }
-                        return self.run_admitted(admission, request, 0, deadline).await;
-                    }
-                }
-                Decision::Forward { first, second } => {
-                    for target in std::iter::once(first).chain(second) {
-                        if budget.attempts() > 0 {
-                            let expected = self.executor.service_ewma().unwrap_or(DEFAULT_SERVICE);
-                            if !budget.may_retry(Instant::now(), expected) {
-                                break;
-                            }
-                            metrics::record_retry();
-                        }
-                        budget.record_attempt(target.clone());
-                        match self
-                            .forward(&target, &members, &mut request, deadline)
-                            .await
-                        {
-                            Step::Done(result) => return Ok(result),
-                            Step::Busy => continue,
-                            Step::Retry => break,
-                            Step::Fail(error) => return Err(error),
-                        }
-                    }
-                }
-                Decision::Busy => break,
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(TaskError::DeadlineExceeded);
-        }
-        metrics::record_busy();
-        Err(TaskError::Busy {
-            retry_after: self.retry_after(),
-        })
+        let mut health = Health {
+            members: self.membership.subscribe(),
+            breakers: self.peers.breaker_openings(),
+        };
+        let mut rng = {
+            let mut shared = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+            StdRng::from_rng(&mut *shared).unwrap_or_else(|_| StdRng::from_entropy())
+        };
+        let plan = Plan::new(policy, deadline);
+        driver::drive(
+            &env,
+            &mut health,
+            plan,
+            deadline,
+            self.retry_after(),
+            &mut rng,
+        )
+        .await
     }
 
-    /// The best-scored routable peer with a free slot that does not consume the broker
-    /// queue itself.
-    fn free_non_consuming_peer(&self) -> Option<NodeId> {
-        let members = self.membership.peers();
-        let views = self.peers.views(&members, Instant::now());
-        let default_service = self.executor.service_ewma().unwrap_or(DEFAULT_SERVICE);
-        members
-            .iter()
-            .zip(&views)
-            .filter(|(peer, view)| {
-                peer.queue_depth.is_none()
-                    && view.is_candidate()
-                    && view.outstanding() < u64::from(view.capacity)
-            })
-            .map(|(_, view)| (routing::score(view, default_service), &view.id))
-            .min_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, id)| id.clone())
+    fn lock_hedges(&self) -> std::sync::MutexGuard<'_, HedgeBudget> {
+        self.hedges.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs a task that a peer forwarded here; it is never forwarded again.
@@ -329,30 +265,30 @@ impl Dispatcher {
         }
     }
 
-    /// Sends the task to `target` once.
-    async fn forward(
+    /// Sends the task to `target` once and reports how it went to the peer table.
+    async fn forward_once(
         &self,
-        target: &NodeId,
-        members: &[Peer],
-        request: &mut TaskRequest,
+        target: NodeId,
+        mut request: TaskRequest,
         deadline: Instant,
-    ) -> Step {
+    ) -> SendResult {
+        let members = self.membership.peers();
         let Some(addr) = members
             .iter()
-            .find(|p| &p.id == target)
+            .find(|p| p.id == target)
             .and_then(|p| p.addresses.quic)
         else {
-            return Step::Retry;
+            return SendResult::Failed;
         };
         let now = Instant::now();
-        let Some(inflight) = self.peers.begin(target, now) else {
-            return Step::Retry;
+        let Some(inflight) = self.peers.begin(&target, now) else {
+            return SendResult::Failed;
         };
         let remaining = deadline.saturating_duration_since(now);
         request.deadline_ms = u64::try_from(remaining.as_millis()).unwrap_or(u64::MAX);
         let answer = self
             .client
-            .forward(addr, target.as_str(), request, remaining)
+            .forward(addr, target.as_str(), &request, remaining)
             .await;
         drop(inflight);
         match answer {
@@ -364,13 +300,13 @@ impl Dispatcher {
                 processed_by,
                 active_after,
             }) => {
-                self.peers.on_success(target);
+                self.peers.on_success(&target);
                 if let Some(active) = active_after {
-                    self.peers.on_answer(target, active, Instant::now());
+                    self.peers.on_answer(&target, active, Instant::now());
                 }
                 metrics::record_forward("done");
                 match serde_json::from_slice(&polygons_json) {
-                    Ok(polygons) => Step::Done(TaskResult {
+                    Ok(polygons) => SendResult::Done(TaskResult {
                         polygons,
                         width,
                         height,
@@ -381,40 +317,141 @@ impl Dispatcher {
                     }),
                     Err(error) => {
                         warn!(%target, %error, "peer answered invalid polygons");
-                        self.peers.on_failure(target, Instant::now());
-                        Step::Retry
+                        self.peers.on_failure(&target, Instant::now());
+                        SendResult::Failed
                     }
                 }
             }
             Ok(TaskResponse::Busy { .. }) => {
-                self.peers.on_success(target);
+                self.peers.on_success(&target);
                 metrics::record_forward("busy");
-                Step::Busy
+                SendResult::Busy
             }
             Ok(TaskResponse::Failed { kind, message }) => {
                 metrics::record_forward("failed");
                 match kind {
-                    FailureKind::BadImage => Step::Fail(TaskError::BadImage(message)),
-                    FailureKind::DeadlineExceeded => Step::Fail(TaskError::DeadlineExceeded),
-                    FailureKind::ShuttingDown => Step::Retry,
+                    FailureKind::BadImage => SendResult::Fatal(TaskError::BadImage(message)),
+                    FailureKind::DeadlineExceeded => SendResult::Fatal(TaskError::DeadlineExceeded),
+                    FailureKind::ShuttingDown => SendResult::Failed,
                     FailureKind::Internal => {
                         warn!(%target, %message, "peer failed the task");
-                        self.peers.on_failure(target, Instant::now());
-                        Step::Retry
+                        self.peers.on_failure(&target, Instant::now());
+                        SendResult::Failed
                     }
                 }
             }
             Err(error) => {
                 metrics::record_forward("error");
                 if error.is_peer_failure() {
-                    self.peers.on_failure(target, Instant::now());
+                    self.peers.on_failure(&target, Instant::now());
                     self.client.evict(addr);
                 }
                 warn!(%target, error = %error, retryable = error.is_retryable(), "forward failed");
                 if error.is_retryable() {
-                    Step::Retry
+                    SendResult::Failed
                 } else {
-                    Step::Fail(TaskError::Internal(error.to_string()))
+                    SendResult::Fatal(TaskError::Internal(error.to_string()))
+                }
+            }
+        }
+    }
+}
+
+/// One task's view of the node, for the driver.
+struct TaskEnv<'a> {
+    dispatcher: &'a Dispatcher,
+    request: TaskRequest,
+    deadline: Instant,
+}
+
+impl Env for TaskEnv<'_> {
+    fn with_inputs<T>(
+        &self,
+        now: Instant,
+        hedge_allowed: bool,
+        decide: impl FnOnce(&Inputs<'_>) -> T,
+    ) -> T {
+        let d = self.dispatcher;
+        let members = d.membership.peers();
+        let views = d.peers.views(&members, now);
+        let local = d.executor.local_view();
+        let senders = 1 + views.iter().filter(|v| v.entry).count();
+        // Peers that have not measured a service time yet are assumed as fast as this
+        // node, not slower: a node that has measured nothing yet is new.
+        let estimate = Estimate {
+            default_service: d.executor.service_ewma().unwrap_or(DEFAULT_SERVICE),
+            senders: u32::try_from(senders).unwrap_or(u32::MAX),
+        };
+        let inputs = Inputs {
+            local: &local,
+            peers: &views,
+            estimate,
+            now,
+            hedge_allowed,
+        };
+        decide(&inputs)
+    }
+
+    fn hedge_allowed(&self) -> bool {
+        self.dispatcher.lock_hedges().can_hedge()
+    }
+
+    fn take_hedge(&self) {
+        self.dispatcher.lock_hedges().take();
+    }
+
+    fn start_local(&self) -> Option<Attempt<'_>> {
+        let admission = self.dispatcher.executor.try_admit()?;
+        let request = self.request.clone();
+        Some(Box::pin(async move {
+            match self
+                .dispatcher
+                .run_admitted(admission, request, 0, self.deadline)
+                .await
+            {
+                Ok(result) => SendResult::Done(result),
+                Err(error) => SendResult::Fatal(error),
+            }
+        }))
+    }
+
+    fn start_send(&self, peer: &NodeId) -> Attempt<'_> {
+        debug!(task_id = %self.request.task_id, %peer, "sending");
+        Box::pin(
+            self.dispatcher
+                .forward_once(peer.clone(), self.request.clone(), self.deadline),
+        )
+    }
+
+    fn is_lost(&self, peer: &NodeId) -> bool {
+        let d = self.dispatcher;
+        !d.membership.is_live(peer) || d.peers.is_open(peer, Instant::now())
+    }
+
+    fn record(&self, event: DriverEvent) {
+        match event {
+            DriverEvent::Retry => metrics::record_retry(),
+            DriverEvent::Hedged => metrics::record_hedge("sent"),
+            DriverEvent::HedgeWon => metrics::record_hedge("won"),
+            DriverEvent::Failover => metrics::record_failover(),
+            DriverEvent::Busy => metrics::record_busy(),
+        }
+    }
+}
+
+/// Membership refreshes and breaker openings, for the driver's failover.
+struct Health {
+    members: PeerChanges,
+    breakers: watch::Receiver<u64>,
+}
+
+impl HealthSignal for Health {
+    async fn changed(&mut self) {
+        tokio::select! {
+            () = self.members.changed() => {}
+            changed = self.breakers.changed() => {
+                if changed.is_err() {
+                    std::future::pending::<()>().await;
                 }
             }
         }
@@ -445,8 +482,8 @@ impl TaskRunner for Dispatcher {
         u32::try_from(total).unwrap_or(u32::MAX)
     }
 
-    async fn run(&self, task: SegmentTask) -> Result<TaskResult, TaskError> {
-        self.route(task, Placement::FreeSlot).await
+    async fn run(&self, task: SegmentTask, policy: Policy) -> Result<TaskResult, TaskError> {
+        self.place(task, policy).await
     }
 }
 

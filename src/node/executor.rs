@@ -156,7 +156,20 @@ impl Executor {
             queue_limit: self.limits.queue_limit,
             service_ewma: self.service_ewma(),
             queue_depth: None,
+            entry: false,
         }
+    }
+
+    /// Starts the service-time EWMA at `measured` (the warm-up pass of a real model) if no
+    /// task has been measured yet, so peers place work by this node's real speed from the
+    /// first task on: a GPU node advertises its own service time instead of being taken
+    /// for as slow as everyone else's default.
+    pub fn seed_service(&self, measured: Duration) {
+        let mut ewma = self
+            .service_ewma
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        ewma.get_or_insert(measured);
     }
 
     /// Takes a place for one task if a slot or queue place is free and the node is not

@@ -25,6 +25,12 @@ pub const TASKS_FORWARDED: &str = "mesh_tasks_forwarded_total";
 pub const TASKS_RECEIVED: &str = "mesh_tasks_received_total";
 /// Sends of a task to a second peer or back to this node after a peer failed or was busy.
 pub const FORWARD_RETRIES: &str = "mesh_forward_retries_total";
+/// Hedged second sends, by `outcome` (`sent`, `won`).
+pub const HEDGES: &str = "mesh_hedges_total";
+/// Sends cancelled and placed again because the peer died or its breaker opened.
+pub const FAILOVERS: &str = "mesh_failovers_total";
+/// Times this node noticed it had itself stalled and kept its peers through the stall.
+pub const STALLS: &str = "mesh_stalls_total";
 /// Tasks refused because no node had room.
 pub const TASKS_REFUSED_BUSY: &str = "mesh_tasks_refused_busy_total";
 /// Live peers by gossiped `state` (`ready|starting|draining`).
@@ -107,6 +113,17 @@ pub fn record_retry() {
     counter!(FORWARD_RETRIES).increment(1);
 }
 
+/// Counts a hedge by what became of it: `sent`, then `won` when the hedge answered first.
+pub fn record_hedge(outcome: &'static str) {
+    counter!(HEDGES, "outcome" => outcome).increment(1);
+}
+
+/// Counts a send given up because its peer was declared dead or its breaker opened, and
+/// placed again elsewhere.
+pub fn record_failover() {
+    counter!(FAILOVERS).increment(1);
+}
+
 /// Counts a task refused because the whole mesh was full.
 pub fn record_busy() {
     counter!(TASKS_REFUSED_BUSY).increment(1);
@@ -118,13 +135,15 @@ pub fn record_http(status: u16) {
 }
 
 /// Refreshes the gauges and counters read from membership: peers by state, open breakers,
-/// gossip packets and gossip restarts.
+/// gossip packets, gossip restarts and this node's own stalls.
 pub fn update_mesh_gauges(
     peers: &[spheromesh_mesh::membership::Peer],
     open_breakers: usize,
     gossip: &spheromesh_mesh::membership::GossipStats,
     gossip_restarts: u64,
+    stalls: u64,
 ) {
+    counter!(STALLS).absolute(stalls);
     let (mut ready, mut draining, mut starting) = (0u32, 0u32, 0u32);
     for peer in peers {
         if peer.view.draining {

@@ -3,14 +3,15 @@
 //! (HTTP, RabbitMQ, QUIC peers) shares.
 
 mod dispatch;
+mod driver;
 mod engine;
 mod executor;
 pub mod metrics;
 mod peers;
 mod task;
 
-pub use dispatch::{Dispatcher, DEFAULT_SERVICE};
+pub use dispatch::{Dispatcher, DEFAULT_SERVICE, ENTRY_WINDOW};
 pub use engine::{Engine, EngineOutput, SyntheticSpec, SYNTHETIC_PREFIX};
 pub use executor::{Admission, Executor, ExecutorLimits, LocalRun};
 pub use peers::{Inflight, PeerTable};
-pub use task::{SegmentTask, TaskError, TaskResult, TaskRunner};
+pub use task::{Policy, SegmentTask, TaskError, TaskResult, TaskRunner};

@@ -45,6 +45,8 @@ pub struct PeerTable {
     fresh_breaker: CircuitBreaker,
     peers: Mutex<HashMap<NodeId, PeerLocal>>,
     next_forward: std::sync::atomic::AtomicU64,
+    /// Bumped whenever a breaker opens, so tasks in flight on that peer can move.
+    opened: tokio::sync::watch::Sender<u64>,
 }
 
 /// A forward in flight to one peer; dropping it decrements that peer's count.
@@ -79,6 +81,7 @@ impl PeerTable {
             fresh_breaker: CircuitBreaker::new(breaker)?,
             peers: Mutex::new(HashMap::new()),
             next_forward: std::sync::atomic::AtomicU64::new(0),
+            opened: tokio::sync::watch::Sender::new(0),
         }))
     }
 
@@ -175,7 +178,24 @@ impl PeerTable {
     /// Records a failure of `peer` (lost stream, timeout, internal error).
     pub fn on_failure(&self, peer: &NodeId, now: Instant) {
         let mut map = self.lock();
-        self.entry(&mut map, peer).breaker.on_failure(now);
+        let breaker = &mut self.entry(&mut map, peer).breaker;
+        let was_open = breaker.state(now) == BreakerState::Open;
+        breaker.on_failure(now);
+        if !was_open && breaker.state(now) == BreakerState::Open {
+            self.opened.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Whether `peer`'s breaker is open at `now` (refusing all tasks, no probe yet).
+    pub fn is_open(&self, peer: &NodeId, now: Instant) -> bool {
+        self.lock()
+            .get(peer)
+            .is_some_and(|p| p.breaker.state(now) == BreakerState::Open)
+    }
+
+    /// A receiver that changes whenever some peer's breaker opens.
+    pub fn breaker_openings(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.opened.subscribe()
     }
 
     /// Unanswered forwards to `peer`, whatever their age.
@@ -221,6 +241,8 @@ mod tests {
                 service_ewma: None,
                 local_inflight: 0,
                 breaker_open: false,
+                entry: false,
+                pulls_work: false,
             },
             last_heard,
             addresses: PeerAddresses {
@@ -286,8 +308,16 @@ mod tests {
         .expect("config");
         let id = NodeId::new("p");
         let now = Instant::now();
+        let mut openings = table.breaker_openings();
+        assert!(!table.is_open(&id, now));
         table.on_failure(&id, now);
         assert!(table.begin(&id, now).is_none());
         assert!(table.views(&[peer(Duration::ZERO)], now)[0].breaker_open);
+        assert!(table.is_open(&id, now));
+        assert!(openings.has_changed().expect("sender alive"));
+        openings.mark_unchanged();
+        // A further failure of an open breaker is no new opening.
+        table.on_failure(&id, now);
+        assert!(!openings.has_changed().expect("sender alive"));
     }
 }

@@ -5,6 +5,8 @@ use std::fmt;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub use spheromesh_mesh::routing::Policy;
+
 /// One image to segment, with its per-request parameters.
 #[derive(Clone)]
 pub struct SegmentTask {
@@ -123,6 +125,12 @@ pub trait TaskRunner: Send + Sync + 'static {
     /// the ready, non-draining peers this node knows of.
     fn startable_now(&self) -> u32;
 
-    /// Runs `task` here or on a peer, as routing decides, and waits for its result.
-    fn run(&self, task: SegmentTask) -> impl Future<Output = Result<TaskResult, TaskError>> + Send;
+    /// Runs `task` here or on a peer, placed by `policy` (HTTP work:
+    /// [`Policy::Fastest`]; broker work pulled for a free slot: [`Policy::FreeSlotFirst`]),
+    /// and waits for its result.
+    fn run(
+        &self,
+        task: SegmentTask,
+        policy: Policy,
+    ) -> impl Future<Output = Result<TaskResult, TaskError>> + Send;
 }

@@ -48,6 +48,9 @@ pub struct NodeConfig {
     pub uploads_root: Option<PathBuf>,
     /// Bytes of HTTP request bodies held at once; beyond it requests get 503.
     pub http_body_budget: usize,
+    /// Service time measured before joining (the model's second warm-up pass); the node
+    /// advertises it until its first task is measured. `None` for the test double.
+    pub measured_service: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -115,6 +118,7 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             uploads_root: None,
             http_body_budget: 1,
+            measured_service: None,
         }
     }
 

@@ -60,10 +60,8 @@ pub async fn run(
         .await
         .with_context(|| format!("binding HTTP on {}", config.http_listen))?;
     let http_addr = config.advertised(http_listener.local_addr()?);
-    let transport_config = TransportConfig {
-        shutdown_grace: config.drain_grace,
-        ..TransportConfig::default()
-    };
+    let transport_config =
+        TransportConfig::sized_to_failure_detector(config.dead_after, config.drain_grace);
     let endpoint = MeshEndpoint::bind(config.quic_listen, &credentials, &ca_pem, transport_config)
         .with_context(|| format!("binding QUIC on {}", config.quic_listen))?;
     let quic_addr = config.advertised(endpoint.local_addr()?);
@@ -94,6 +92,9 @@ pub async fn run(
 
     let engine_is_synthetic = matches!(engine, Engine::Synthetic { .. });
     let executor = Executor::new(engine, config.limits);
+    if let Some(measured) = config.measured_service {
+        executor.seed_service(measured);
+    }
     let peers = PeerTable::new(BreakerConfig::default()).context("breaker settings")?;
     let dispatcher = Arc::new(Dispatcher::new(
         config.instance_id.clone(),
@@ -257,7 +258,7 @@ async fn publish_loop(
         tick.tick().await;
         rounds += 1;
         let membership = dispatcher.membership();
-        let mut report = dispatcher.executor().load_report();
+        let mut report = dispatcher.load_report();
         // A consuming node always publishes a depth (0 until its first poll): peers read
         // its presence as "pulls its own work" (see Dispatcher::startable_now).
         report.queue_depth = broker.map(|b| b.snapshot().queue_depth.unwrap_or(0));
@@ -274,6 +275,7 @@ async fn publish_loop(
                 .count(),
             &membership.gossip_stats(),
             membership.restarts(),
+            membership.stalls(),
         );
         metrics::update_quic_counters(quic_server.metrics());
         match broker {

@@ -205,6 +205,21 @@ impl Node {
         let _ = self.child.wait();
     }
 
+    /// Stops the process (SIGSTOP): it keeps its sockets but answers nothing.
+    pub fn sigstop(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Resumes a stopped process (SIGCONT).
+    pub fn sigcont(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal)
+            .unwrap_or_else(|e| panic!("{signal}: {e}"));
+    }
+
     pub fn sigterm(&self) {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.pid()),
@@ -286,6 +301,18 @@ pub async fn routable(node: &Node) -> Vec<String> {
         .collect()
 }
 
+/// Forwards `node` has sent to `peer` and not seen answered, from its `/cluster`.
+pub async fn inflight_to(node: &Node, peer: &str) -> u64 {
+    let cluster = get_json(&node.url("/cluster")).await;
+    cluster["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["id"] == peer)
+        .and_then(|m| m["local_inflight"].as_u64())
+        .unwrap_or(0)
+}
+
 /// Polls `check` every 50 ms until it holds; returns the time it took, or `None`.
 pub async fn wait_until<F, Fut>(within: Duration, mut check: F) -> Option<Duration>
 where
@@ -338,6 +365,8 @@ pub struct LoadOutcome {
     pub failures: Vec<(u16, String)>,
     /// 503 answers and whether each had `Retry-After`.
     pub busy: Vec<bool>,
+    /// The slowest request, whatever its answer.
+    pub slowest: Duration,
 }
 
 impl LoadOutcome {
@@ -364,6 +393,7 @@ pub async fn load(
         workers.spawn(async move {
             let mut out = LoadOutcome::default();
             while next.fetch_add(1, Ordering::Relaxed) < tasks {
+                let started = Instant::now();
                 let sent = client
                     .post(&url)
                     .header("content-type", "image/png")
@@ -387,6 +417,7 @@ pub async fn load(
                     }
                     Err(error) => out.failures.push((0, error.to_string())),
                 }
+                out.slowest = out.slowest.max(started.elapsed());
             }
             out
         });
@@ -399,6 +430,7 @@ pub async fn load(
         }
         total.failures.extend(part.failures);
         total.busy.extend(part.busy);
+        total.slowest = total.slowest.max(part.slowest);
     }
     total
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use spheromesh::node::{SegmentTask, TaskError, TaskResult, TaskRunner};
+use spheromesh::node::{Policy, SegmentTask, TaskError, TaskResult, TaskRunner};
 use spheromesh_inference::{decode_rgb8, DecodeLimits};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -96,7 +96,8 @@ impl TaskRunner for SlotRunner {
         self.slots.available_permits() as u32 + self.lie_extra
     }
 
-    async fn run(&self, task: SegmentTask) -> Result<TaskResult, TaskError> {
+    // A test double: it runs every task in its own slots, whatever the policy.
+    async fn run(&self, task: SegmentTask, _policy: Policy) -> Result<TaskResult, TaskError> {
         let t0 = Instant::now();
         // Acquired in the first poll when a slot is free, like the real executor's permit.
         let permit = tokio::select! {

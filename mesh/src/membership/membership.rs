@@ -42,6 +42,22 @@ pub struct Peer {
     pub queue_depth: Option<u64>,
 }
 
+/// Wakes on every refresh of the live-peer snapshot; see [`Membership::subscribe`].
+#[derive(Debug, Clone)]
+pub struct PeerChanges {
+    rx: watch::Receiver<Snapshot>,
+}
+
+impl PeerChanges {
+    /// Waits for the next refresh; never returns while membership runs, and pends forever
+    /// once it has stopped.
+    pub async fn changed(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Why membership could not start.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -95,6 +111,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<TransportCounters>,
     pub(crate) generation: AtomicU64,
     pub(crate) restarts: AtomicU64,
+    /// Stalls of this node noticed by the membership task (see `supervisor.rs`).
+    pub(crate) stalls: AtomicU64,
     pub(crate) dead_count: AtomicUsize,
     pub(crate) snapshot: watch::Sender<Snapshot>,
 }
@@ -169,6 +187,7 @@ impl Membership {
             counters,
             generation: AtomicU64::new(generation),
             restarts: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
             dead_count: AtomicUsize::new(0),
             snapshot: watch::Sender::new(Snapshot {
                 taken_at: Instant::now(),
@@ -222,6 +241,25 @@ impl Membership {
             .collect()
     }
 
+    /// A handle that wakes whenever the snapshot of live peers is refreshed (every gossip
+    /// round, and at once when the failure detector changes the live set), so work in
+    /// flight on a peer that has just been declared dead can move elsewhere.
+    pub fn subscribe(&self) -> PeerChanges {
+        PeerChanges {
+            rx: self.shared.snapshot.subscribe(),
+        }
+    }
+
+    /// Whether `id` is a live peer in the current snapshot.
+    pub fn is_live(&self, id: &NodeId) -> bool {
+        self.shared
+            .snapshot
+            .borrow()
+            .peers
+            .iter()
+            .any(|peer| &peer.id == id)
+    }
+
     /// Publishes this node's load; written to gossip at most once per round (the latest
     /// report wins).
     pub fn publish(&self, report: &LoadReport) {
@@ -247,6 +285,12 @@ impl Membership {
     /// Counters of the gossip transport, dropped packets included.
     pub fn gossip_stats(&self) -> GossipStats {
         self.shared.counters.snapshot()
+    }
+
+    /// How many times this node noticed that it had itself stalled (and kept its peers
+    /// through the stall instead of declaring them dead).
+    pub fn stalls(&self) -> u64 {
+        self.shared.stalls.load(Ordering::Relaxed)
     }
 
     /// How many times the gossip task has been restarted after a panic or an exit.

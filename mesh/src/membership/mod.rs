@@ -44,7 +44,7 @@
 //! };
 //! let membership = Membership::start(config).await?;
 //! membership.set_status(NodeStatus::Ready);
-//! membership.publish(&LoadReport { active: 0, capacity: 2, queue_limit: 8, service_ewma: None, queue_depth: None });
+//! membership.publish(&LoadReport { active: 0, capacity: 2, queue_limit: 8, service_ewma: None, queue_depth: None, entry: true });
 //! let candidates = membership.peers().into_iter().filter(|p| p.view.is_candidate()).count();
 //! println!("{candidates} peers can take a task");
 //! membership.set_draining();
@@ -72,9 +72,10 @@ pub use config::{
     DEFAULT_GOSSIP_INTERVAL, DEFAULT_GOSSIP_PORT, MIN_GOSSIP_INTERVAL, MIN_ROUNDS_BEFORE_DEAD,
     SAMPLING_WINDOW,
 };
-pub use membership::{Membership, MembershipError, Peer, ShutdownError};
+pub use membership::{Membership, MembershipError, Peer, PeerChanges, ShutdownError};
 pub use node_state::{
-    LoadReport, NodeStatus, PeerAddresses, UnknownStatus, KEY_ACTIVE, KEY_CAPACITY, KEY_HTTP_ADDR,
-    KEY_QUEUE_DEPTH, KEY_QUEUE_LIMIT, KEY_QUIC_ADDR, KEY_SERVICE_EWMA_MS, KEY_STATUS, KEY_VERSION,
+    LoadReport, NodeStatus, PeerAddresses, UnknownStatus, KEY_ACTIVE, KEY_CAPACITY, KEY_ENTRY,
+    KEY_HTTP_ADDR, KEY_QUEUE_DEPTH, KEY_QUEUE_LIMIT, KEY_QUIC_ADDR, KEY_SERVICE_EWMA_MS,
+    KEY_STATUS, KEY_VERSION,
 };
 pub use sealed_transport::GossipStats;

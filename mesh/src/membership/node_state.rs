@@ -38,6 +38,9 @@ pub const KEY_QUIC_ADDR: &str = "quic_addr";
 pub const KEY_VERSION: &str = "version";
 /// Key of the RabbitMQ task queue depth the node last saw (absent without a broker).
 pub const KEY_QUEUE_DEPTH: &str = "queue_depth";
+/// Key saying whether the node takes client work itself (`1`) or not (`0`): entry nodes
+/// compete for their peers' free room, see `routing::Estimate::senders`.
+pub const KEY_ENTRY: &str = "entry";
 
 /// Where a node is in its life, as gossiped under [`KEY_STATUS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,6 +101,8 @@ pub struct LoadReport {
     pub service_ewma: Option<Duration>,
     /// Depth of the RabbitMQ task queue at this node's last look; `None` without a broker.
     pub queue_depth: Option<u64>,
+    /// The node took client work (HTTP or broker) recently.
+    pub entry: bool,
 }
 
 /// Addresses a peer publishes.
@@ -192,6 +197,7 @@ impl Published {
                     format_ewma(load.service_ewma),
                 ),
             ]);
+            kvs.push((KEY_ENTRY.to_owned(), u8::from(load.entry).to_string()));
             kvs.extend(
                 load.queue_depth
                     .map(|depth| (KEY_QUEUE_DEPTH.to_owned(), depth.to_string())),
@@ -252,6 +258,7 @@ pub(crate) fn parse_peer<'a>(
             queue_limit: number(KEY_QUEUE_LIMIT)?,
             service_ewma: parse_ewma(get(KEY_SERVICE_EWMA_MS)?)?,
             queue_depth: get(KEY_QUEUE_DEPTH).and_then(|v| v.parse().ok()),
+            entry: get(KEY_ENTRY) == Some("1"),
         })
     })();
     let addr = |key| get(key).and_then(|v| v.parse::<SocketAddr>().ok());
@@ -273,6 +280,8 @@ pub(crate) fn parse_peer<'a>(
             service_ewma: load.service_ewma,
             local_inflight: 0,
             breaker_open: false,
+            entry: load.entry,
+            pulls_work: load.queue_depth.is_some(),
         },
         addresses,
         version: get(KEY_VERSION).map(str::to_owned),
@@ -324,6 +333,7 @@ mod tests {
             queue_limit: 8,
             service_ewma: Some(Duration::from_micros(250_125)),
             queue_depth: None,
+            entry: false,
         };
         publisher.set_load(&report);
         publisher.set_status(NodeStatus::Ready);
@@ -352,6 +362,7 @@ mod tests {
         publisher.set_load(&LoadReport {
             service_ewma: None,
             queue_depth: None,
+            entry: false,
             ..report
         });
         publisher.set_status(NodeStatus::Draining);

@@ -10,6 +10,18 @@
 //! The snapshot is also refreshed whenever chitchat's live set changes, so a peer the φ
 //! accrual detector (Hayashibara et al., SRDS 2004) declares dead leaves routing at once.
 //!
+//! # Local health (Lifeguard)
+//!
+//! A node that was itself stopped (SIGSTOP, a long GC-like pause, a starved VM) hears no
+//! heartbeats while it is stopped; when it resumes, the failure detector reads that silence
+//! as every peer having died, and the node would drop all of them from routing before the
+//! first fresh digest arrives. Like HashiCorp's Lifeguard (Dadgar, Phillips and Currey,
+//! "Lifeguard: Local Health Awareness for More Accurate Failure Detection", DSN 2018) the
+//! task notices its own stall: a wake-up later than [`stall_threshold`] after the previous
+//! one. Peers that were live before the stall then stay in the snapshot for `dead_after` of
+//! awake time: fresh gossip brings back the live ones as live in chitchat, and only a peer
+//! still silent after that is dropped.
+//!
 //! chitchat's server can panic (it asserts on internal invariants) or stop on a broken
 //! socket. The task then restarts it with a new generation, after an exponential backoff
 //! that resets once a server has run for [`STABLE_AFTER`]. A new generation is required: a
@@ -94,6 +106,51 @@ pub(crate) struct Supervisor {
     resolver: JoinHandle<()>,
     /// Last heartbeat seen per live peer generation, and when it changed.
     heard: HashMap<ChitchatId, (Heartbeat, Instant)>,
+    /// When the task last woke up, to notice that this node itself stalled.
+    awake_at: Instant,
+    /// Peers kept through this node's own stall, see the module documentation.
+    hold: Option<StallHold>,
+}
+
+/// The live peers from before a stall of this node, kept until `until` unless fresh
+/// gossip confirms them first.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StallHold {
+    until: Instant,
+    peers: Vec<Peer>,
+}
+
+impl StallHold {
+    /// The hold to start at a wake-up at `now`, `gap` after the previous one, with `live`
+    /// the peers known before: `None` unless `gap` reaches the [`stall_threshold`].
+    pub(crate) fn after_wakeup(
+        config: &MembershipConfig,
+        gap: Duration,
+        now: Instant,
+        live: &[Peer],
+    ) -> Option<Self> {
+        (gap >= stall_threshold(config)).then(|| StallHold {
+            until: now + config.dead_after,
+            peers: live.to_vec(),
+        })
+    }
+
+    /// Adds to `live` the held peers it lacks; `false` (and nothing added) once the hold
+    /// has run out at `now`.
+    pub(crate) fn fill(&self, live: &mut HashMap<NodeId, Peer>, now: Instant) -> bool {
+        if now >= self.until {
+            return false;
+        }
+        for held in &self.peers {
+            live.entry(held.id.clone()).or_insert_with(|| held.clone());
+        }
+        true
+    }
+}
+
+/// A wake-up this much later than the previous one means this node itself stalled.
+pub(crate) fn stall_threshold(config: &MembershipConfig) -> Duration {
+    (config.gossip_interval * 4).max(config.dead_after / 2)
 }
 
 impl Supervisor {
@@ -115,6 +172,29 @@ impl Supervisor {
             seeds,
             resolver,
             heard: HashMap::new(),
+            awake_at: Instant::now(),
+            hold: None,
+        }
+    }
+
+    /// Notes that the task is running now; starts a [`StallHold`] when the previous wake-up
+    /// was more than [`stall_threshold`] ago.
+    fn note_wakeup(&mut self) {
+        let now = Instant::now();
+        let gap = now.duration_since(self.awake_at);
+        self.awake_at = now;
+        let hold = {
+            let snapshot = self.shared.snapshot.borrow();
+            StallHold::after_wakeup(&self.config, gap, now, &snapshot.peers)
+        };
+        if let Some(hold) = hold {
+            warn!(
+                stalled_for = ?gap,
+                peers = hold.peers.len(),
+                "this node stalled; keeping its peers until fresh gossip or dead_after"
+            );
+            self.shared.stalls.fetch_add(1, Ordering::Relaxed);
+            self.hold = Some(hold);
         }
     }
 
@@ -138,6 +218,7 @@ impl Supervisor {
                 _ = tick.tick() => Event::Round,
                 Ok(()) = live.changed() => Event::LiveSetChanged,
             };
+            self.note_wakeup();
             match event {
                 Event::Stop => break,
                 Event::Terminated(result) => {
@@ -246,6 +327,13 @@ impl Supervisor {
             }
         }
         self.heard = heard;
+        if self
+            .hold
+            .as_ref()
+            .is_some_and(|hold| !hold.fill(&mut newest, now))
+        {
+            self.hold = None;
+        }
         let dead_count = dead
             .iter()
             .filter(|id| id.as_str() != own_id && !newest.contains_key(&NodeId::new(id.as_str())))
@@ -330,5 +418,69 @@ impl Drop for Supervisor {
     fn drop(&mut self) {
         self.chitchat.abort();
         self.resolver.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::membership::PeerAddresses;
+    use crate::routing::PeerView;
+
+    fn peer(id: &str, active: u32) -> Peer {
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        Peer {
+            id: NodeId::new(id),
+            view: PeerView {
+                active,
+                ..PeerView::idle(id, 1, None)
+            },
+            last_heard: Duration::ZERO,
+            addresses: PeerAddresses {
+                gossip: addr,
+                http: None,
+                quic: Some(addr),
+            },
+            generation: 1,
+            version: None,
+            queue_depth: None,
+        }
+    }
+
+    #[test]
+    fn only_a_wakeup_past_the_threshold_starts_a_hold() {
+        let config = MembershipConfig::default(); // 200 ms rounds, dead after 2 s
+        assert_eq!(stall_threshold(&config), Duration::from_secs(1));
+        let now = Instant::now();
+        let live = [peer("a", 0)];
+        assert!(StallHold::after_wakeup(&config, Duration::from_millis(999), now, &live).is_none());
+        let hold =
+            StallHold::after_wakeup(&config, Duration::from_secs(3), now, &live).expect("a stall");
+        assert_eq!(hold.until, now + config.dead_after);
+    }
+
+    #[test]
+    fn a_hold_keeps_missing_peers_until_dead_after_and_prefers_fresh_state() {
+        let config = MembershipConfig::default();
+        let now = Instant::now();
+        let hold = StallHold::after_wakeup(
+            &config,
+            Duration::from_secs(3),
+            now,
+            &[peer("a", 1), peer("b", 1)],
+        )
+        .expect("a stall");
+        // The failure detector dropped both; fresh gossip has brought back b, with new load.
+        let mut live = HashMap::from([(NodeId::new("b"), peer("b", 7))]);
+        assert!(hold.fill(&mut live, now + Duration::from_millis(500)));
+        assert_eq!(live.len(), 2);
+        assert_eq!(live[&NodeId::new("a")], peer("a", 1));
+        assert_eq!(live[&NodeId::new("b")].view.active, 7, "fresh state wins");
+        // After dead_after of awake time a still-silent peer is no longer kept.
+        let mut later = HashMap::new();
+        assert!(!hold.fill(&mut later, now + config.dead_after));
+        assert!(later.is_empty());
     }
 }

@@ -39,6 +39,7 @@ fn load(active: u32) -> LoadReport {
         queue_limit: 4,
         service_ewma: Some(Duration::from_micros(123_456)),
         queue_depth: None,
+        entry: false,
     }
 }
 

@@ -1,33 +1,33 @@
-//! Load model: what this node knows about itself and each peer, and the score that
-//! power-of-two-choices compares.
+//! Load model: what this node knows about itself and each peer, and the expected completion
+//! time that placement compares.
 //!
-//! The score is an estimate of how long a new task would take to finish on a node:
+//! A new task placed on a node with `c` slots, `o` tasks outstanding (running plus queued) and
+//! a mean service time `s` starts at once if a slot is free and otherwise waits for
+//! `o + 1 - c` tasks to finish, `c` at a time:
 //!
 //! ```text
-//! score = (outstanding + 1) / capacity × service
+//! expected completion = s × max(1, (o + 1) / c)
 //! ```
 //!
-//! * `outstanding`: for a peer, the gossiped `active` (running + queued) **plus**
-//!   `local_inflight`, the tasks this node has forwarded to it since the peer's last gossip
-//!   report and not yet seen answered (forwards older than the report are already in its
-//!   `active`; counting them again made a single entry node queue work locally while its
-//!   peers had free slots); for this node, its own `active`.
-//! * `+ 1`: the task being placed, so an idle node still costs one service time.
-//! * `capacity`: parallel slots; dividing by it spreads the queue over the slots.
-//! * `service`: the gossiped service-time EWMA (mean time per task), or `default_service`
-//!   when the node has not measured one yet, floored at [`MIN_SERVICE`].
+//! This is the "queue ahead + own in-flight + this task, over slots, times service time" of
+//! C3 (Suresh et al., NSDI 2015) and Elasticsearch's adaptive replica selection, with the
+//! `max(1, ·)` that a free slot still costs one whole service time: a 400 ms node with a free
+//! slot is worse than a 20 ms node with twelve tasks queued. (The first wave scored
+//! `(o + 1) / c × s`, which halves a free two-slot node's cost and sent work to slow nodes
+//! that a fast one would have finished sooner.)
 //!
-//! The result is in seconds. Because the score is linear in `service`, a node whose tasks
-//! take a quarter of the time reaches the same score with about four times as many
-//! tasks outstanding, so at equal queues it receives about four times the work.
+//! * `o` for a peer is the gossiped `active` plus what this node sent since that report:
+//!   [`PeerView::local_inflight`] (older forwards are already in `active`). Other entry nodes
+//!   send too, and their unreported sends are invisible here, so when several nodes take
+//!   client work they would all fill the same apparently idle peer (herding on a stale
+//!   report). C3's concurrency compensation answers that by counting this node's unreported
+//!   sends once per sender: `o = active + local_inflight × senders`, with `senders` the
+//!   entry nodes of the mesh ([`Estimate::senders`]). With one entry node it is exact; with
+//!   five, each spends only about a fifth of a report's free room before it looks full.
+//! * `s` is the gossiped service-time EWMA, or [`Estimate::default_service`] until the node
+//!   has measured one, floored at [`MIN_SERVICE`].
 //!
-//! Gossip refreshes `active` only every 100–500 ms, so between rounds it is stale; adding
-//! `local_inflight` is the correction, as tower's `PendingRequests`
-//! (tower/src/load/pending_requests.rs) counts requests in flight and
-//! `PeakEwma` (tower/src/load/peak_ewma.rs) weights them by latency. The report time is
-//! known only to within a round (the heartbeat that carried it), so a task sent just before
-//! a report may be counted twice for one round; that errs towards spreading load, the safe
-//! side for a balancer.
+//! The result is in seconds.
 
 use std::fmt;
 use std::time::Duration;
@@ -94,9 +94,33 @@ pub struct PeerView {
     pub local_inflight: u32,
     /// This node's circuit breaker for the peer refuses new tasks.
     pub breaker_open: bool,
+    /// The peer takes tasks from clients itself (gossiped), so it competes for the same
+    /// peers' free room; counted in [`Estimate::senders`].
+    pub entry: bool,
+    /// The peer pulls work from the broker queue for its own free slots (gossiped: it
+    /// publishes a queue depth).
+    pub pulls_work: bool,
 }
 
 impl PeerView {
+    /// A ready, idle peer with `capacity` slots and no queue, for building views in tests and
+    /// tools; set the other fields as needed.
+    pub fn idle(id: impl Into<NodeId>, capacity: u32, service_ewma: Option<Duration>) -> Self {
+        Self {
+            id: id.into(),
+            ready: true,
+            draining: false,
+            active: 0,
+            capacity,
+            queue_limit: 0,
+            service_ewma,
+            local_inflight: 0,
+            breaker_open: false,
+            entry: false,
+            pulls_work: false,
+        }
+    }
+
     /// Tasks believed outstanding on the peer: gossiped `active` plus `local_inflight`.
     pub fn outstanding(&self) -> u64 {
         u64::from(self.active) + u64::from(self.local_inflight)
@@ -108,9 +132,40 @@ impl PeerView {
             && self.outstanding() < u64::from(self.capacity) + u64::from(self.queue_limit)
     }
 
+    /// The peer has a slot free now, counting this node's in-flight tasks.
+    pub fn has_free_slot(&self) -> bool {
+        self.outstanding() < u64::from(self.capacity)
+    }
+
     /// The peer may receive a task: ready, not draining, breaker closed and room left.
     pub fn is_candidate(&self) -> bool {
         self.ready && !self.draining && !self.breaker_open && self.has_room()
+    }
+
+    /// Tasks the peer completes per second at full use: `capacity / service`. Placement
+    /// samples peers in proportion to it.
+    pub fn speed(&self, default_service: Duration) -> f64 {
+        f64::from(self.capacity) / service_secs(self.service_ewma, default_service)
+    }
+}
+
+/// What holds for every candidate of one placement decision.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    /// Service time assumed for a node that has not measured one.
+    pub default_service: Duration,
+    /// Nodes taking client work, this one included (at least 1): each peer's unreported
+    /// sends count once per sender (C3's concurrency compensation).
+    pub senders: u32,
+}
+
+impl Estimate {
+    /// One sender (this node) and `default_service`.
+    pub fn single(default_service: Duration) -> Self {
+        Self {
+            default_service,
+            senders: 1,
+        }
     }
 }
 
@@ -139,36 +194,44 @@ impl LocalView {
             && u64::from(self.active) < u64::from(self.capacity) + u64::from(self.queue_limit)
     }
 
-    /// This node's score, comparable with [`score`] of a peer.
+    /// This node's expected completion, comparable with [`score`] of a peer (its own
+    /// tasks are all known here, so no compensation applies).
     pub fn score(&self, default_service: Duration) -> f64 {
-        expected_wait(
+        expected_completion(
             u64::from(self.active),
             self.capacity,
-            self.service_ewma.unwrap_or(default_service),
+            service_secs(self.service_ewma, default_service),
         )
     }
 }
 
 /// Expected seconds until a new task placed on `peer` would finish (lower is better).
 ///
-/// `(active + local_inflight + 1) / capacity × service_ewma`, with `default_service` standing
-/// in for a missing EWMA and the service time floored at [`MIN_SERVICE`]. Linear in the
-/// service time, so a peer 4x faster matches a slow one at 4x the queue. A peer with no
-/// capacity scores `f64::INFINITY`; the result is never NaN.
-pub fn score(peer: &PeerView, default_service: Duration) -> f64 {
-    expected_wait(
-        peer.outstanding(),
+/// `service × max(1, (active + local_inflight × senders + 1) / capacity)`, with
+/// `estimate.default_service` standing in for a missing EWMA and the service time floored at
+/// [`MIN_SERVICE`]. A peer with no capacity scores `f64::INFINITY`; the result is never NaN.
+pub fn score(peer: &PeerView, estimate: &Estimate) -> f64 {
+    let unreported = u64::from(peer.local_inflight) * u64::from(estimate.senders.max(1));
+    expected_completion(
+        u64::from(peer.active) + unreported,
         peer.capacity,
-        peer.service_ewma.unwrap_or(default_service),
+        service_secs(peer.service_ewma, estimate.default_service),
     )
 }
 
-fn expected_wait(outstanding: u64, capacity: u32, service: Duration) -> f64 {
+fn service_secs(ewma: Option<Duration>, default_service: Duration) -> f64 {
+    ewma.unwrap_or(default_service)
+        .max(MIN_SERVICE)
+        .as_secs_f64()
+}
+
+fn expected_completion(outstanding: u64, capacity: u32, service: f64) -> f64 {
     if capacity == 0 {
         return f64::INFINITY;
     }
     // u64 -> f64 rounds above 2^53, far beyond any real queue.
-    (outstanding as f64 + 1.0) / f64::from(capacity) * service.max(MIN_SERVICE).as_secs_f64()
+    let rounds = (outstanding as f64 + 1.0) / f64::from(capacity);
+    rounds.max(1.0) * service
 }
 
 #[cfg(test)]
@@ -177,64 +240,96 @@ mod tests {
 
     fn peer(active: u32, capacity: u32, ms: Option<u64>) -> PeerView {
         PeerView {
-            id: NodeId::new("p"),
-            ready: true,
-            draining: false,
             active,
-            capacity,
             queue_limit: 4,
-            service_ewma: ms.map(Duration::from_millis),
-            local_inflight: 0,
-            breaker_open: false,
+            ..PeerView::idle("p", capacity, ms.map(Duration::from_millis))
         }
     }
 
     const DEFAULT: Duration = Duration::from_millis(100);
 
+    fn one() -> Estimate {
+        Estimate::single(DEFAULT)
+    }
+
     #[test]
     fn score_follows_formula() {
-        // (3 + 1) / 2 × 0.5 s
+        // max(1, (3 + 1) / 2) × 0.5 s
         let p = peer(3, 2, Some(500));
-        assert!((score(&p, DEFAULT) - 1.0).abs() < 1e-12);
+        assert!((score(&p, &one()) - 1.0).abs() < 1e-12);
     }
 
     #[test]
-    fn local_inflight_adds_to_gossiped_load() {
+    fn a_free_slot_costs_one_whole_service_time() {
+        // Idle two-slot 400 ms node: 0.4 s, not (0 + 1) / 2 × 0.4 = 0.2 s.
+        assert!((score(&peer(0, 2, Some(400)), &one()) - 0.4).abs() < 1e-12);
+        assert!((score(&peer(1, 2, Some(400)), &one()) - 0.4).abs() < 1e-12);
+        // A 20 ms node with 12 queued still finishes sooner than the idle slow node.
+        assert!(score(&peer(12, 1, Some(20)), &one()) < score(&peer(0, 2, Some(400)), &one()));
+        assert!(score(&peer(20, 1, Some(20)), &one()) > score(&peer(0, 2, Some(400)), &one()));
+    }
+
+    #[test]
+    fn local_inflight_adds_to_gossiped_load_once_per_sender() {
         let mut p = peer(1, 1, Some(100));
-        let before = score(&p, DEFAULT);
         p.local_inflight = 2;
-        // (1 + 1) -> (1 + 2 + 1) outstanding-plus-one: twice the score.
-        assert!((score(&p, DEFAULT) - 2.0 * before).abs() < 1e-12);
+        // (1 + 2 + 1) × 0.1 s with one sender.
+        assert!((score(&p, &one()) - 0.4).abs() < 1e-12);
+        // Three senders: the two unreported sends stand for six.
+        let three = Estimate {
+            senders: 3,
+            ..one()
+        };
+        assert!((score(&p, &three) - 0.8).abs() < 1e-12);
+        // Zero senders is read as one.
+        let zero = Estimate {
+            senders: 0,
+            ..one()
+        };
+        assert_eq!(score(&p, &zero), score(&p, &one()));
     }
 
     #[test]
-    fn four_times_faster_matches_at_four_times_the_queue() {
-        let slow = peer(0, 1, Some(400));
-        let fast = peer(3, 1, Some(100));
-        assert!((score(&slow, DEFAULT) - score(&fast, DEFAULT)).abs() < 1e-12);
+    fn four_times_faster_matches_at_four_times_the_rounds() {
+        let slow = peer(1, 1, Some(400));
+        let fast = peer(7, 1, Some(100));
+        assert!((score(&slow, &one()) - score(&fast, &one())).abs() < 1e-12);
     }
 
     #[test]
     fn missing_ewma_uses_default_and_zero_ewma_is_floored() {
-        assert_eq!(score(&peer(0, 1, None), DEFAULT), DEFAULT.as_secs_f64());
+        assert_eq!(score(&peer(0, 1, None), &one()), DEFAULT.as_secs_f64());
         let zero = peer(5, 1, Some(0));
-        assert!(score(&zero, DEFAULT) > score(&peer(0, 1, Some(0)), DEFAULT));
+        assert!(score(&zero, &one()) > score(&peer(0, 1, Some(0)), &one()));
     }
 
     #[test]
     fn zero_capacity_scores_infinite_and_has_no_room() {
         let p = peer(0, 0, Some(10));
-        assert_eq!(score(&p, DEFAULT), f64::INFINITY);
+        assert_eq!(score(&p, &one()), f64::INFINITY);
         assert!(!p.has_room());
         assert!(!p.is_candidate());
+        assert_eq!(p.speed(DEFAULT), 0.0);
     }
 
     #[test]
-    fn room_counts_local_inflight() {
+    fn room_and_free_slots_count_local_inflight() {
         let mut p = peer(4, 2, Some(10)); // limit 2 + 4 = 6
-        assert!(p.has_room());
+        assert!(p.has_room() && !p.has_free_slot());
         p.local_inflight = 2;
         assert!(!p.has_room());
+        let mut q = peer(0, 2, Some(10));
+        q.local_inflight = 1;
+        assert!(q.has_free_slot());
+        q.local_inflight = 2;
+        assert!(!q.has_free_slot());
+    }
+
+    #[test]
+    fn speed_is_capacity_over_service() {
+        assert!((peer(0, 2, Some(400)).speed(DEFAULT) - 5.0).abs() < 1e-9);
+        assert!((peer(0, 1, Some(20)).speed(DEFAULT) - 50.0).abs() < 1e-9);
+        assert!((peer(0, 1, None).speed(DEFAULT) - 10.0).abs() < 1e-9);
     }
 
     #[test]
@@ -250,6 +345,7 @@ mod tests {
         assert!(!l.has_free_slot() && l.has_room());
         l.active = 3;
         assert!(!l.has_room());
+        // max(1, 4 / 2) × 0.1 s
         assert!((l.score(DEFAULT) - 0.2).abs() < 1e-12);
     }
 }

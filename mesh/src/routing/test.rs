@@ -1,18 +1,23 @@
-//! Property and distribution tests for [`choose`](super::choose), with seeded RNGs.
+//! Property and distribution tests of placement ([`rank`](super::rank)) and of the routing
+//! loop ([`Plan`](super::Plan)), with seeded RNGs and no processes.
 //!
-//! Invariants are checked the way linkerd checks its p2c pair (quickcheck over random pools,
-//! linkerd/pool/p2c/src/lib.rs), here with proptest; the distribution tests draw many
-//! decisions from a fixed seed.
+//! The plan is driven by a small harness that plays an adversarial script of outcomes
+//! (busy answers, failures, lost peers, late answers, lost local races) against it and
+//! checks every step it takes, the way linkerd checks its p2c pair with quickcheck
+//! (linkerd/pool/p2c/src/lib.rs), here with proptest.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{choose, pick, score, Decision, LocalView, NodeId, PeerView};
+use super::{
+    rank, sample_by_speed, score, Estimate, Inputs, LocalView, NodeId, Outcome, PeerView, Plan,
+    Policy, SendKind, Step, FULL_SCAN_MAX, MAX_ATTEMPTS, MAX_LOCAL_RACES,
+};
 
 const DEFAULT: Duration = Duration::from_millis(200);
 
@@ -31,23 +36,24 @@ fn arb_local() -> impl Strategy<Value = LocalView> {
     )
 }
 
-fn arb_peers() -> impl Strategy<Value = Vec<PeerView>> {
+fn arb_peers(max: usize) -> impl Strategy<Value = Vec<PeerView>> {
     let peer = (
-        prop::bool::weighted(0.8),
-        prop::bool::weighted(0.2),
-        0u32..12,
-        0u32..6,
-        0u32..6,
+        (prop::bool::weighted(0.8), prop::bool::weighted(0.2)),
+        (0u32..12, 0u32..6, 0u32..6),
         arb_service(),
         0u32..6,
-        prop::bool::weighted(0.2),
+        (
+            prop::bool::weighted(0.2),
+            prop::bool::weighted(0.5),
+            prop::bool::weighted(0.3),
+        ),
     );
-    prop::collection::vec(peer, 0..10).prop_map(|fields| {
+    prop::collection::vec(peer, 0..max).prop_map(|fields| {
         fields
             .into_iter()
             .enumerate()
             .map(
-                |(i, (ready, draining, active, capacity, queue, service, inflight, open))| {
+                |(i, ((ready, draining), (active, capacity, queue), service, inflight, flags))| {
                     PeerView {
                         id: NodeId::new(format!("p{i}")),
                         ready,
@@ -57,12 +63,140 @@ fn arb_peers() -> impl Strategy<Value = Vec<PeerView>> {
                         queue_limit: queue,
                         service_ewma: service,
                         local_inflight: inflight,
-                        breaker_open: open,
+                        breaker_open: flags.0,
+                        entry: flags.1,
+                        pulls_work: flags.2,
                     }
                 },
             )
             .collect()
     })
+}
+
+fn arb_estimate() -> impl Strategy<Value = Estimate> {
+    (1u32..6).prop_map(|senders| Estimate {
+        default_service: DEFAULT,
+        senders,
+    })
+}
+
+/// What becomes of one send or local run in a scripted play.
+#[derive(Debug, Clone, Copy)]
+enum Fate {
+    Done,
+    Busy,
+    Failed,
+    Lost,
+    LateThenBusy,
+    LateThenFailed,
+    LateThenDone,
+    LocalFull,
+}
+
+fn arb_fate() -> impl Strategy<Value = Fate> {
+    prop_oneof![
+        Just(Fate::Done),
+        Just(Fate::Busy),
+        Just(Fate::Failed),
+        Just(Fate::Lost),
+        Just(Fate::LateThenBusy),
+        Just(Fate::LateThenFailed),
+        Just(Fate::LateThenDone),
+        Just(Fate::LocalFull),
+    ]
+}
+
+/// How a play ended.
+#[derive(Debug, Clone, PartialEq)]
+enum End {
+    Done,
+    Busy,
+    DeadlineExceeded,
+}
+
+/// Every step of one play, and how it ended.
+#[derive(Debug, Clone, PartialEq)]
+struct Trace {
+    steps: Vec<Step>,
+    end: End,
+}
+
+/// Plays `fates` (cycled) against a plan on fixed views; panics if the plan waits with
+/// nothing in flight or takes more than 100 steps.
+fn play(
+    policy: Policy,
+    local: &LocalView,
+    peers: &[PeerView],
+    estimate: Estimate,
+    hedge_allowed: bool,
+    fates: &[Fate],
+    seed: u64,
+) -> Trace {
+    let now = Instant::now();
+    let inputs = Inputs {
+        local,
+        peers,
+        estimate,
+        now,
+        hedge_allowed,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut plan = Plan::new(policy, now + Duration::from_secs(60));
+    let mut fates = fates.iter().copied().cycle();
+    let mut pending: VecDeque<Option<Outcome>> = VecDeque::new();
+    let mut outcome = Outcome::Start;
+    let mut steps = Vec::new();
+    for _ in 0..100 {
+        let step = plan.next(outcome, &inputs, &mut rng);
+        steps.push(step.clone());
+        let fate = fates.next().unwrap_or(Fate::Done);
+        match &step {
+            Step::Send { peer, .. } => match fate {
+                Fate::Done => pending.push_back(None),
+                Fate::Busy | Fate::LocalFull => {
+                    pending.push_back(Some(Outcome::Busy(peer.clone())))
+                }
+                Fate::Failed => pending.push_back(Some(Outcome::Failed(peer.clone()))),
+                Fate::Lost => pending.push_back(Some(Outcome::Lost(peer.clone()))),
+                Fate::LateThenBusy | Fate::LateThenFailed | Fate::LateThenDone => {
+                    pending.push_back(Some(Outcome::Late(peer.clone())));
+                    pending.push_back(match fate {
+                        Fate::LateThenBusy => Some(Outcome::Busy(peer.clone())),
+                        Fate::LateThenFailed => Some(Outcome::Failed(peer.clone())),
+                        _ => None,
+                    });
+                }
+            },
+            Step::RunHere { .. } => match fate {
+                Fate::LocalFull => pending.push_back(Some(Outcome::LocalFull)),
+                _ => pending.push_back(None),
+            },
+            Step::Wait => {}
+            Step::Busy => {
+                return Trace {
+                    steps,
+                    end: End::Busy,
+                }
+            }
+            Step::DeadlineExceeded => {
+                return Trace {
+                    steps,
+                    end: End::DeadlineExceeded,
+                }
+            }
+        }
+        match pending.pop_front() {
+            Some(Some(next)) => outcome = next,
+            Some(None) => {
+                return Trace {
+                    steps,
+                    end: End::Done,
+                }
+            }
+            None => panic!("the plan waits with nothing in flight: {steps:?}"),
+        }
+    }
+    panic!("no end after 100 steps: {steps:?}");
 }
 
 fn view<'a>(peers: &'a [PeerView], id: &NodeId) -> &'a PeerView {
@@ -72,86 +206,157 @@ fn view<'a>(peers: &'a [PeerView], id: &NodeId) -> &'a PeerView {
         .expect("chosen id is a peer")
 }
 
-fn decide(local: &LocalView, peers: &[PeerView], seed: u64) -> Decision {
-    choose(local, peers, &mut ChaCha8Rng::seed_from_u64(seed), DEFAULT)
+fn sends(trace: &Trace) -> Vec<(&NodeId, SendKind)> {
+    trace
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Send { peer, kind, .. } => Some((peer, *kind)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn arb_policy() -> impl Strategy<Value = Policy> {
+    prop_oneof![Just(Policy::Fastest), Just(Policy::FreeSlotFirst)]
 }
 
 proptest! {
     // A fixed seed for proptest's own generator too, so a failure reproduces on every run.
     #![proptest_config(ProptestConfig {
         cases: 512,
-        rng_seed: RngSeed::Fixed(0x5EED_0001),
+        rng_seed: RngSeed::Fixed(0x5EED_0002),
         ..ProptestConfig::default()
     })]
 
     #[test]
-    fn forwards_only_to_eligible_distinct_peers(local in arb_local(), peers in arb_peers(), seed: u64) {
-        if let Decision::Forward { first, second } = decide(&local, &peers, seed) {
-            let first = view(&peers, &first);
-            prop_assert!(first.ready && !first.draining && !first.breaker_open);
-            prop_assert!(first.has_room());
-            if let Some(second) = second {
-                prop_assert_ne!(&first.id, &second);
-                let second = view(&peers, &second);
-                prop_assert!(second.ready && !second.draining && !second.breaker_open);
-                prop_assert!(second.has_room());
+    fn rank_lists_eligible_distinct_peers_best_first(
+        peers in arb_peers(24), estimate in arb_estimate(), seed: u64, skip_every in 2usize..5,
+    ) {
+        let skipped = |id: &NodeId| id.as_str().trim_start_matches('p').parse::<usize>().unwrap_or(0) % skip_every == 0;
+        let ranked = rank(&peers, skipped, &estimate, &mut ChaCha8Rng::seed_from_u64(seed));
+        let eligible = peers.iter().filter(|p| p.is_candidate() && !skipped(&p.id)).count();
+        if eligible <= FULL_SCAN_MAX {
+            prop_assert_eq!(ranked.len(), eligible);
+        } else {
+            prop_assert_eq!(ranked.len(), super::SAMPLED);
+        }
+        for pair in ranked.windows(2) {
+            prop_assert!(pair[0].score <= pair[1].score);
+            prop_assert_ne!(&pair[0].id, &pair[1].id);
+        }
+        for c in &ranked {
+            let p = view(&peers, &c.id);
+            prop_assert!(p.is_candidate() && !skipped(&p.id));
+            prop_assert_eq!(c.score, score(p, &estimate));
+            prop_assert_eq!(c.free_slot, p.has_free_slot());
+        }
+    }
+
+    #[test]
+    fn every_play_ends_within_the_limits(
+        policy in arb_policy(), local in arb_local(), peers in arb_peers(10), estimate in arb_estimate(),
+        hedge_allowed: bool, fates in prop::collection::vec(arb_fate(), 1..12), seed: u64,
+    ) {
+        let trace = play(policy, &local, &peers, estimate, hedge_allowed, &fates, seed);
+        let sent = sends(&trace);
+        // Sends: within the limit, each to a different, eligible peer.
+        prop_assert!(sent.len() <= MAX_ATTEMPTS as usize);
+        for (i, (peer, _)) in sent.iter().enumerate() {
+            let p = view(&peers, peer);
+            prop_assert!(p.ready && !p.draining && !p.breaker_open && p.has_room(), "{p:?}");
+            prop_assert!(sent[..i].iter().all(|(q, _)| q != peer), "sent twice to {peer}");
+        }
+        // At most one hedge, never as the first send, and only when the budget allows.
+        let hedges = sent.iter().filter(|(_, k)| *k == SendKind::Hedge).count()
+            + trace.steps.iter().filter(|s| **s == Step::RunHere { hedge: true }).count();
+        prop_assert!(hedges <= 1);
+        prop_assert!(hedge_allowed || hedges == 0);
+        prop_assert!(sent.first().is_none_or(|(_, k)| *k == SendKind::First));
+        // Runs here only with room (a hedge only into a free slot).
+        for step in &trace.steps {
+            match step {
+                Step::RunHere { hedge: false } => prop_assert!(local.has_room()),
+                Step::RunHere { hedge: true } => prop_assert!(local.has_free_slot()),
+                _ => {}
             }
         }
+        prop_assert_ne!(trace.end, End::DeadlineExceeded);
     }
 
     #[test]
-    fn first_scores_no_worse_than_second(local in arb_local(), peers in arb_peers(), seed: u64) {
-        if let Decision::Forward { first, second: Some(second) } = decide(&local, &peers, seed) {
-            prop_assert!(score(view(&peers, &first), DEFAULT) <= score(view(&peers, &second), DEFAULT));
-        }
-    }
-
-    #[test]
-    fn keeps_task_when_local_has_a_free_slot_and_is_strictly_best(
-        local in arb_local(), peers in arb_peers(), seed: u64,
+    fn busy_only_when_nobody_untried_has_room(
+        policy in arb_policy(), local in arb_local(), peers in arb_peers(10), estimate in arb_estimate(),
+        fates in prop::collection::vec(arb_fate(), 1..12), seed: u64,
     ) {
-        let mine = local.score(DEFAULT);
-        let best = peers.iter().filter(|p| p.is_candidate()).all(|p| mine < score(p, DEFAULT));
-        if local.has_free_slot() && best {
-            prop_assert_eq!(decide(&local, &peers, seed), Decision::Local);
+        let trace = play(policy, &local, &peers, estimate, true, &fates, seed);
+        if trace.end == End::Busy {
+            let sent = sends(&trace);
+            let races = trace.steps.iter().filter(|s| matches!(s, Step::RunHere { .. })).count();
+            let local_gave_up = races as u32 > MAX_LOCAL_RACES || !local.has_room();
+            let untried = peers.iter().filter(|p| p.is_candidate() && sent.iter().all(|(q, _)| *q != &p.id)).count();
+            prop_assert!(local_gave_up, "busy although this node has room: {trace:?}");
+            prop_assert!(untried == 0 || sent.len() == MAX_ATTEMPTS as usize,
+                "busy with {untried} untried candidates after {} sends", sent.len());
         }
     }
 
     #[test]
-    fn busy_exactly_when_nobody_has_room(local in arb_local(), peers in arb_peers(), seed: u64) {
-        let nobody = !local.has_room() && !peers.iter().any(PeerView::is_candidate);
-        prop_assert_eq!(decide(&local, &peers, seed) == Decision::Busy, nobody);
-    }
-
-    #[test]
-    fn local_only_when_it_has_room(local in arb_local(), peers in arb_peers(), seed: u64) {
-        if decide(&local, &peers, seed) == Decision::Local {
-            prop_assert!(local.has_room());
+    fn the_first_placement_is_the_fastest(
+        local in arb_local(), peers in arb_peers(FULL_SCAN_MAX), estimate in arb_estimate(), seed: u64,
+    ) {
+        let trace = play(Policy::Fastest, &local, &peers, estimate, false, &[Fate::Done], seed);
+        let mine = local.score(estimate.default_service);
+        let candidates: Vec<f64> = peers.iter().filter(|p| p.is_candidate()).map(|p| score(p, &estimate)).collect();
+        let best = candidates.iter().copied().fold(f64::INFINITY, f64::min);
+        match &trace.steps[0] {
+            Step::RunHere { .. } => {
+                if local.has_free_slot() {
+                    prop_assert!(mine <= best);
+                } else {
+                    prop_assert!(mine < best);
+                }
+            }
+            Step::Send { peer, .. } => {
+                let chosen = score(view(&peers, peer), &estimate);
+                prop_assert_eq!(chosen, best, "not the lowest expected completion");
+                let local_better = local.has_room() && if local.has_free_slot() { mine <= chosen } else { mine < chosen };
+                prop_assert!(!local_better);
+            }
+            Step::Busy => {
+                prop_assert!(!local.has_room() && candidates.is_empty());
+            }
+            other => prop_assert!(false, "unexpected first step {other:?}"),
         }
     }
 
     #[test]
-    fn same_seed_same_decision(local in arb_local(), peers in arb_peers(), seed: u64) {
-        let run = || pick(&local, &peers, &mut ChaCha8Rng::seed_from_u64(seed), DEFAULT);
+    fn free_slot_first_takes_a_free_slot_of_a_non_pulling_node(
+        local in arb_local(), peers in arb_peers(10), estimate in arb_estimate(), seed: u64,
+    ) {
+        let trace = play(Policy::FreeSlotFirst, &local, &peers, estimate, false, &[Fate::Done], seed);
+        let free_peer = peers.iter().any(|p| p.is_candidate() && p.has_free_slot() && !p.pulls_work);
+        match &trace.steps[0] {
+            _ if local.has_free_slot() => prop_assert_eq!(&trace.steps[0], &Step::RunHere { hedge: false }),
+            Step::Send { peer, .. } if free_peer => {
+                let p = view(&peers, peer);
+                prop_assert!(p.has_free_slot() && !p.pulls_work);
+            }
+            step => prop_assert!(!free_peer, "a free non-pulling peer was passed over: {step:?}"),
+        }
+    }
+
+    #[test]
+    fn same_seed_same_play(
+        policy in arb_policy(), local in arb_local(), peers in arb_peers(24), estimate in arb_estimate(),
+        fates in prop::collection::vec(arb_fate(), 1..8), seed: u64,
+    ) {
+        let run = || play(policy, &local, &peers, estimate, true, &fates, seed);
         prop_assert_eq!(run(), run());
     }
 }
 
-fn peer(i: usize, service_ms: u64) -> PeerView {
-    PeerView {
-        id: NodeId::new(format!("p{i}")),
-        ready: true,
-        draining: false,
-        active: 2,
-        capacity: 4,
-        queue_limit: 1_000,
-        service_ewma: Some(Duration::from_millis(service_ms)),
-        local_inflight: 0,
-        breaker_open: false,
-    }
-}
-
-/// This node cannot take the task, so every decision is a forward.
+/// This node cannot take the task, so every placement is a send.
 const FULL: LocalView = LocalView {
     active: 4,
     capacity: 4,
@@ -159,23 +364,74 @@ const FULL: LocalView = LocalView {
     service_ewma: None,
 };
 
-/// Counts `first` over `draws` decisions on fixed views.
-fn tally(peers: &[PeerView], draws: usize, seed: u64) -> HashMap<NodeId, usize> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut counts = HashMap::new();
-    for _ in 0..draws {
-        match choose(&FULL, peers, &mut rng, DEFAULT) {
-            Decision::Forward { first, .. } => *counts.entry(first).or_default() += 1,
-            other => panic!("expected a forward, got {other:?}"),
-        }
+fn peer(i: usize, capacity: u32, service_ms: u64) -> PeerView {
+    PeerView {
+        queue_limit: 1_000,
+        ..PeerView::idle(
+            format!("p{i}"),
+            capacity,
+            Some(Duration::from_millis(service_ms)),
+        )
     }
-    counts
+}
+
+fn first_send(local: &LocalView, peers: &[PeerView], rng: &mut ChaCha8Rng) -> Option<NodeId> {
+    let inputs = Inputs {
+        local,
+        peers,
+        estimate: Estimate::single(DEFAULT),
+        now: Instant::now(),
+        hedge_allowed: false,
+    };
+    let deadline = inputs.now + Duration::from_secs(60);
+    match Plan::new(Policy::Fastest, deadline).next(Outcome::Start, &inputs, rng) {
+        Step::Send { peer, .. } => Some(peer),
+        _ => None,
+    }
 }
 
 #[test]
-fn equal_peers_are_picked_about_uniformly() {
-    let peers: Vec<_> = (0..5).map(|i| peer(i, 100)).collect();
-    let counts = tally(&peers, 10_000, 42);
+fn weighted_sampling_follows_speed() {
+    // 20 peers (above the full scan): one 20 ms x 1 slot (speed 50/s), 19 at 400 ms x 2 slots
+    // (5/s each). Drawing one, the fast one should come up 50 / (50 + 95) of the time.
+    let mut peers = vec![peer(0, 1, 20)];
+    peers.extend((1..20).map(|i| peer(i, 2, 400)));
+    let refs: Vec<&PeerView> = peers.iter().collect();
+    let estimate = Estimate::single(DEFAULT);
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut counts: HashMap<NodeId, u32> = HashMap::new();
+    let draws = 20_000;
+    for _ in 0..draws {
+        let drawn = sample_by_speed(&refs, 1, &estimate, &mut rng);
+        *counts.entry(drawn[0].id.clone()).or_default() += 1;
+    }
+    let expect_fast = f64::from(draws) * 50.0 / 145.0;
+    let sd = (expect_fast * (1.0 - 50.0 / 145.0)).sqrt();
+    let fast = f64::from(counts[&peers[0].id]);
+    assert!(
+        (fast - expect_fast).abs() < 5.0 * sd,
+        "fast drawn {fast}, expected {expect_fast:.0}"
+    );
+    for p in &peers[1..] {
+        let n = f64::from(counts.get(&p.id).copied().unwrap_or(0));
+        let expect = f64::from(draws) * 5.0 / 145.0;
+        assert!(
+            (n - expect).abs() < 5.0 * expect.sqrt() + 20.0,
+            "{} drawn {n}",
+            p.id
+        );
+    }
+}
+
+#[test]
+fn equal_peers_share_ties_about_uniformly() {
+    let peers: Vec<_> = (0..5).map(|i| peer(i, 4, 100)).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    let mut counts: HashMap<NodeId, usize> = HashMap::new();
+    for _ in 0..10_000 {
+        let id = first_send(&FULL, &peers, &mut rng).expect("a send");
+        *counts.entry(id).or_default() += 1;
+    }
     // Expected 2,000 each; binomial sd is 40, so ±200 is five sigma.
     for p in &peers {
         let n = counts.get(&p.id).copied().unwrap_or(0);
@@ -184,73 +440,144 @@ fn equal_peers_are_picked_about_uniformly() {
 }
 
 #[test]
-fn four_times_faster_peer_is_picked_clearly_more() {
-    let mut peers: Vec<_> = (0..5).map(|i| peer(i, 400)).collect();
-    peers[0].service_ewma = Some(Duration::from_millis(100));
-    let counts = tally(&peers, 10_000, 7);
-    // It wins every pair it is drawn into: 2/5 of draws, against 3/20 for each other peer.
-    let fast = counts[&peers[0].id];
-    assert!(
-        (3_800..=4_200).contains(&fast),
-        "fast peer picked {fast} times"
-    );
-    for p in &peers[1..] {
-        assert!(
-            fast > 2 * counts[&p.id],
-            "{} picked {}",
-            p.id,
-            counts[&p.id]
-        );
-    }
-}
-
-#[test]
-fn four_times_faster_peer_gets_about_four_times_the_work() {
-    // Tasks pile up (none finish) and `local_inflight` tracks them, as between gossip rounds.
-    let mut peers = vec![peer(0, 100), peer(1, 400)];
-    let mut rng = ChaCha8Rng::seed_from_u64(3);
-    for _ in 0..1_000 {
-        let Decision::Forward { first, .. } = choose(&FULL, &peers, &mut rng, DEFAULT) else {
-            panic!("expected a forward");
-        };
-        let target = peers.iter_mut().find(|p| p.id == first).expect("a peer");
+fn the_fast_node_takes_work_until_its_queue_costs_a_slow_service_time() {
+    // Strongly mixed mesh: one 20 ms x 1 slot node, four 400 ms x 2 slot nodes, nothing
+    // finishing. The fast node should take tasks until its expected completion reaches the
+    // slow nodes' 400 ms (20 outstanding), and no slow node should queue while any has a
+    // free slot.
+    let mut peers = vec![peer(0, 1, 20)];
+    peers.extend((1..5).map(|i| peer(i, 2, 400)));
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for _ in 0..27 {
+        let id = first_send(&FULL, &peers, &mut rng).expect("a send");
+        let target = peers.iter_mut().find(|p| p.id == id).expect("a peer");
         target.local_inflight += 1;
-    }
-    let (fast, slow) = (peers[0].local_inflight, peers[1].local_inflight);
-    assert!(
-        (3.8..=4.2).contains(&(f64::from(fast + 3) / f64::from(slow + 3))),
-        "fast {fast}, slow {slow}"
-    );
-}
-
-#[test]
-fn trace_reports_both_candidates() {
-    let peers = vec![peer(0, 100), peer(1, 400)];
-    let p = pick(&FULL, &peers, &mut ChaCha8Rng::seed_from_u64(1), DEFAULT);
-    assert_eq!(p.eligible, 2);
-    let (first, second) = (p.first.expect("first"), p.second.expect("second"));
-    assert_eq!((first.id.as_str(), second.id.as_str()), ("p0", "p1"));
-    assert!(first.score < second.score);
-    assert_eq!(
-        p.decision,
-        Decision::Forward {
-            first: first.id,
-            second: Some(second.id)
+        for slow in &peers[1..] {
+            assert!(slow.local_inflight <= 2 || peers[1..].iter().all(|p| p.local_inflight >= 2));
         }
+    }
+    // 19 or 20: at 19 outstanding the fast node's 400 ms ties with a free slow slot.
+    assert!((19..=20).contains(&peers[0].local_inflight), "{peers:?}");
+    assert!(
+        peers[1..].iter().all(|p| p.local_inflight <= 2),
+        "{peers:?}"
     );
+    assert_eq!(peers.iter().map(|p| p.local_inflight).sum::<u32>(), 27);
 }
 
 #[test]
-fn queued_local_beats_a_worse_peer_but_not_a_better_one() {
+fn a_late_send_is_hedged_once_to_the_next_best_peer() {
+    let peers = vec![peer(0, 2, 100), peer(1, 2, 150), peer(2, 2, 200)];
+    let trace = play(
+        Policy::Fastest,
+        &FULL,
+        &peers,
+        Estimate::single(DEFAULT),
+        true,
+        &[Fate::LateThenDone, Fate::LateThenDone, Fate::Done],
+        1,
+    );
+    let sent = sends(&trace);
+    assert_eq!(
+        sent,
+        vec![
+            (&peers[0].id, SendKind::First),
+            (&peers[1].id, SendKind::Hedge)
+        ]
+    );
+    match &trace.steps[0] {
+        Step::Send { hedge_after, .. } => {
+            assert_eq!(*hedge_after, Some(Duration::from_millis(200)));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_lost_peer_fails_over_at_once_and_a_hedge_waits_for_its_twin() {
+    let peers = vec![peer(0, 2, 100), peer(1, 2, 150), peer(2, 2, 200)];
+    // First send lost (dead peer): retry to the next best at once.
+    let trace = play(
+        Policy::Fastest,
+        &FULL,
+        &peers,
+        Estimate::single(DEFAULT),
+        true,
+        &[Fate::Lost, Fate::Done],
+        1,
+    );
+    assert_eq!(
+        sends(&trace),
+        vec![
+            (&peers[0].id, SendKind::First),
+            (&peers[1].id, SendKind::Retry)
+        ]
+    );
+    // Hedged, then the first answers busy: the plan waits for the hedge instead of sending
+    // a third copy.
+    let trace = play(
+        Policy::Fastest,
+        &FULL,
+        &peers,
+        Estimate::single(DEFAULT),
+        true,
+        &[Fate::LateThenBusy, Fate::Done],
+        1,
+    );
+    assert_eq!(trace.steps.last(), Some(&Step::Wait));
+    assert_eq!(sends(&trace).len(), 2);
+}
+
+#[test]
+fn a_hedge_runs_here_when_this_node_has_a_free_slot_and_is_no_worse() {
     let local = LocalView {
-        active: 4,
-        capacity: 4,
-        queue_limit: 4,
+        active: 0,
+        capacity: 1,
+        queue_limit: 0,
         service_ewma: Some(Duration::from_millis(100)),
     };
-    // Local: (4 + 1) / 4 × 0.1 = 0.125 s. Peer at 400 ms: (2 + 1) / 4 × 0.4 = 0.3 s.
-    assert_eq!(decide(&local, &[peer(0, 400)], 0), Decision::Local);
-    // Peer at 10 ms: 0.0075 s.
-    let fast = decide(&local, &[peer(0, 10)], 0);
-    assert!(matches!(fast, Decision::Forward { second: None, .. }));
+    // The peer is far faster, so the task goes there first; late, it is hedged here.
+    let peers = vec![peer(0, 4, 10)];
+    let trace = play(
+        Policy::Fastest,
+        &local,
+        &peers,
+        Estimate::single(DEFAULT),
+        true,
+        &[Fate::LateThenDone, Fate::Done],
+        3,
+    );
+    assert!(matches!(trace.steps[0], Step::Send { .. }));
+    assert_eq!(trace.steps[1], Step::RunHere { hedge: true });
+}
+
+#[test]
+fn past_the_deadline_the_plan_fails() {
+    let peers = vec![peer(0, 2, 100)];
+    let now = Instant::now();
+    let inputs = Inputs {
+        local: &FULL,
+        peers: &peers,
+        estimate: Estimate::single(DEFAULT),
+        now,
+        hedge_allowed: true,
+    };
+    let mut plan = Plan::new(Policy::Fastest, now);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    assert_eq!(
+        plan.next(Outcome::Start, &inputs, &mut rng),
+        Step::DeadlineExceeded
+    );
+}
+
+#[test]
+fn herding_compensation_spreads_unreported_sends() {
+    // Two idle 2-slot peers at 100 ms. With one sender, two sends fill p0's slots before it
+    // looks worse than p1; with four senders, one unreported send already does.
+    let mut peers = [peer(0, 2, 100), peer(1, 2, 100)];
+    peers[0].local_inflight = 1;
+    let one = Estimate::single(DEFAULT);
+    let four = Estimate { senders: 4, ..one };
+    assert_eq!(score(&peers[0], &one), score(&peers[1], &one));
+    assert!(score(&peers[0], &four) > score(&peers[1], &four));
 }

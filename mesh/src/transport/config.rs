@@ -99,6 +99,21 @@ impl TransportConfig {
         }
     }
 
+    /// Settings for a node whose gossip declares a silent peer dead after `dead_after`: the
+    /// idle timeout equals `dead_after` and a keep-alive goes every quarter of it, so a
+    /// connection to a peer that crashed, froze or lost its link is closed about when
+    /// gossip declares the peer dead (the defaults' 10 s left tasks on a killed peer
+    /// waiting five times longer than gossip). In-flight tasks get `shutdown_grace` at
+    /// shutdown. Everything else is the default.
+    pub fn sized_to_failure_detector(dead_after: Duration, shutdown_grace: Duration) -> Self {
+        Self {
+            keep_alive: dead_after / 4,
+            idle_timeout: dead_after,
+            shutdown_grace,
+            ..Self::default()
+        }
+    }
+
     /// Checks every rule and names the first one broken.
     ///
     /// # Errors

@@ -425,6 +425,7 @@ async fn malformed_and_oversize_frames_close_only_their_stream() {
         deadline_ms: 10_000,
         hops: 1,
         entry_node: "prober".into(),
+        refuse_above_ms: None,
     };
     let (mut send, mut recv) = connection.open_bi().await.expect("stream");
     send.write_all(&encode(&request, DEFAULT_MAX_FRAME).expect("encode"))

@@ -87,6 +87,7 @@ fn main() {
                 deadline_ms: 30_000,
                 hops: 1,
                 entry_node: "client".into(),
+                refuse_above_ms: None,
             };
             for _ in 0..50 {
                 client.forward(server_addr, "server", &req, timeout).await.expect("warm-up");

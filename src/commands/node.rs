@@ -42,7 +42,7 @@ pub(crate) struct NodeArgs {
     #[arg(long, env = "MAX_CONCURRENT_TASKS", default_value_t = 4)]
     pub(crate) max_concurrent_tasks: u32,
     /// Tasks that may wait for a slot here before this node answers busy.
-    #[arg(long, env = "QUEUE_LIMIT", default_value_t = 8)]
+    #[arg(long, env = "QUEUE_LIMIT", default_value_t = 32)]
     pub(crate) queue_limit: u32,
     /// Model runs at once (default: the number of cores on the CPU, 1 on a GPU).
     #[arg(long, env = "INFERENCE_THREADS")]

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use spheromesh_mesh::membership::{LoadReport, Membership, PeerChanges};
 use spheromesh_mesh::protocol::{FailureKind, TaskRequest, TaskResponse};
-use spheromesh_mesh::routing::{Estimate, HedgeBudget, Inputs, NodeId, Plan, Policy};
+use spheromesh_mesh::routing::{self, Estimate, HedgeBudget, Inputs, NodeId, Plan, Policy};
 use spheromesh_mesh::transport::ForwardClient;
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -145,6 +145,7 @@ impl Dispatcher {
                 deadline_ms: 0,
                 hops: 1,
                 entry_node: self.instance_id.clone(),
+                refuse_above_ms: None,
             },
             deadline,
         };
@@ -181,10 +182,21 @@ impl Dispatcher {
                 message: format!("{} is draining", self.instance_id),
             };
         }
-        let Some(admission) = self.executor.try_admit() else {
-            metrics::record_received("busy");
+        let refuse_above = request.refuse_above_ms.map(Duration::from_millis);
+        let default_service = self.executor.service_ewma().unwrap_or(DEFAULT_SERVICE);
+        let refused = routing::refuses(&self.executor.local_view(), refuse_above, default_service);
+        let admission = if refused {
+            None
+        } else {
+            self.executor.try_admit()
+        };
+        let Some(admission) = admission else {
+            metrics::record_received(if refused { "refused" } else { "busy" });
             let retry_after_ms = u64::try_from(self.retry_after().as_millis()).unwrap_or(u64::MAX);
-            return TaskResponse::Busy { retry_after_ms };
+            return TaskResponse::Busy {
+                retry_after_ms,
+                active_now: Some(self.executor.active()),
+            };
         };
         let hops = request.hops;
         let deadline = request.deadline_from(Instant::now());
@@ -322,8 +334,11 @@ impl Dispatcher {
                     }
                 }
             }
-            Ok(TaskResponse::Busy { .. }) => {
+            Ok(TaskResponse::Busy { active_now, .. }) => {
                 self.peers.on_success(&target);
+                if let Some(active) = active_now {
+                    self.peers.on_answer(&target, active, Instant::now());
+                }
                 metrics::record_forward("busy");
                 SendResult::Busy
             }
@@ -415,11 +430,16 @@ impl Env for TaskEnv<'_> {
         }))
     }
 
-    fn start_send(&self, peer: &NodeId) -> Attempt<'_> {
-        debug!(task_id = %self.request.task_id, %peer, "sending");
+    fn start_send(&self, peer: &NodeId, refuse_above: Option<Duration>) -> Attempt<'_> {
+        debug!(task_id = %self.request.task_id, %peer, ?refuse_above, "sending");
+        let request = TaskRequest {
+            refuse_above_ms: refuse_above
+                .map(|limit| u64::try_from(limit.as_millis()).unwrap_or(u64::MAX)),
+            ..self.request.clone()
+        };
         Box::pin(
             self.dispatcher
-                .forward_once(peer.clone(), self.request.clone(), self.deadline),
+                .forward_once(peer.clone(), request, self.deadline),
         )
     }
 

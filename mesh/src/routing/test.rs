@@ -267,6 +267,14 @@ proptest! {
             prop_assert!(p.ready && !p.draining && !p.breaker_open && p.has_room(), "{p:?}");
             prop_assert!(sent[..i].iter().all(|(q, _)| q != peer), "sent twice to {peer}");
         }
+        // The last send allowed is never refusable, so refusals alone never end a task.
+        let refusable: Vec<bool> = trace.steps.iter().filter_map(|s| match s {
+            Step::Send { refuse_above, .. } => Some(refuse_above.is_some()),
+            _ => None,
+        }).collect();
+        if refusable.len() == MAX_ATTEMPTS as usize {
+            prop_assert!(!refusable[MAX_ATTEMPTS as usize - 1], "the last send is refusable");
+        }
         // At most one hedge, never as the first send, and only when the budget allows.
         let hedges = sent.iter().filter(|(_, k)| *k == SendKind::Hedge).count()
             + trace.steps.iter().filter(|s| **s == Step::RunHere { hedge: true }).count();
@@ -440,29 +448,43 @@ fn equal_peers_share_ties_about_uniformly() {
 }
 
 #[test]
-fn the_fast_node_takes_work_until_its_queue_costs_a_slow_service_time() {
+fn the_fast_node_queues_only_while_its_doubled_wait_beats_a_slow_free_slot() {
     // Strongly mixed mesh: one 20 ms x 1 slot node, four 400 ms x 2 slot nodes, nothing
-    // finishing. The fast node should take tasks until its expected completion reaches the
-    // slow nodes' 400 ms (20 outstanding), and no slow node should queue while any has a
-    // free slot.
+    // finishing. The fast node costs 20 ms x (1 + 2 x waiting): it takes 10 tasks (cost up
+    // to 380 ms) before the slow nodes' free slots (400 ms) are used, and only once those
+    // are full (the next slow cost is 800 ms) does it queue deeper, up to 20 (cost 780 ms).
     let mut peers = vec![peer(0, 1, 20)];
     peers.extend((1..5).map(|i| peer(i, 2, 400)));
     let mut rng = ChaCha8Rng::seed_from_u64(5);
-    for _ in 0..27 {
-        let id = first_send(&FULL, &peers, &mut rng).expect("a send");
-        let target = peers.iter_mut().find(|p| p.id == id).expect("a peer");
-        target.local_inflight += 1;
-        for slow in &peers[1..] {
-            assert!(slow.local_inflight <= 2 || peers[1..].iter().all(|p| p.local_inflight >= 2));
-        }
+    let mut send = |peers: &mut Vec<PeerView>| {
+        let id = first_send(&FULL, peers, &mut rng).expect("a send");
+        peers
+            .iter_mut()
+            .find(|p| p.id == id)
+            .expect("a peer")
+            .local_inflight += 1;
+    };
+    for _ in 0..10 {
+        send(&mut peers);
     }
-    // 19 or 20: at 19 outstanding the fast node's 400 ms ties with a free slow slot.
-    assert!((19..=20).contains(&peers[0].local_inflight), "{peers:?}");
+    assert_eq!(peers[0].local_inflight, 10, "{peers:?}");
+    assert!(peers[1..].iter().all(|p| p.local_inflight == 0));
+    for _ in 0..8 {
+        send(&mut peers);
+    }
+    assert_eq!(peers[0].local_inflight, 10, "{peers:?}");
     assert!(
-        peers[1..].iter().all(|p| p.local_inflight <= 2),
+        peers[1..].iter().all(|p| p.local_inflight == 2),
         "{peers:?}"
     );
-    assert_eq!(peers.iter().map(|p| p.local_inflight).sum::<u32>(), 27);
+    for _ in 0..10 {
+        send(&mut peers);
+    }
+    assert_eq!(peers[0].local_inflight, 20, "{peers:?}");
+    assert!(
+        peers[1..].iter().all(|p| p.local_inflight == 2),
+        "{peers:?}"
+    );
 }
 
 #[test]
@@ -580,4 +602,22 @@ fn herding_compensation_spreads_unreported_sends() {
     let four = Estimate { senders: 4, ..one };
     assert_eq!(score(&peers[0], &one), score(&peers[1], &one));
     assert!(score(&peers[0], &four) > score(&peers[1], &four));
+}
+
+#[test]
+fn a_receiver_refuses_only_above_the_threshold() {
+    let free = LocalView {
+        active: 1,
+        capacity: 2,
+        queue_limit: 8,
+        service_ewma: Some(Duration::from_millis(400)),
+    };
+    // Placed on a free 400 ms slot: refused above 400 × 1.5 + 50 = 650 ms.
+    let limit = super::refuse_above(Duration::from_millis(400));
+    assert_eq!(limit, Duration::from_millis(650));
+    assert!(!super::refuses(&free, Some(limit), DEFAULT));
+    // Both slots taken meanwhile: its own cost is 400 × (1 + 2 × 0.5) = 800 ms.
+    let full = LocalView { active: 2, ..free };
+    assert!(super::refuses(&full, Some(limit), DEFAULT));
+    assert!(!super::refuses(&full, None, DEFAULT));
 }

@@ -39,6 +39,7 @@
 //!     async fn handle(&self, _req: TaskRequest, _remote: SocketAddr) -> TaskResponse {
 //!         TaskResponse::Busy {
 //!             retry_after_ms: 100,
+//!             active_now: None,
 //!         }
 //!     }
 //! }
@@ -72,6 +73,7 @@
 //!     deadline_ms: 10_000,
 //!     hops: 1,
 //!     entry_node: "node-a".into(),
+//!     refuse_above_ms: None,
 //! };
 //! let answer = client
 //!     .forward(server_addr, "node-b", &task, Duration::from_secs(5))
@@ -79,7 +81,8 @@
 //! assert_eq!(
 //!     answer,
 //!     TaskResponse::Busy {
-//!         retry_after_ms: 100
+//!         retry_after_ms: 100,
+//!         active_now: None,
 //!     }
 //! );
 //! server.shutdown().await?;

@@ -153,7 +153,7 @@ impl Env for Scripted {
         }))
     }
 
-    fn start_send(&self, peer: &NodeId) -> Attempt<'_> {
+    fn start_send(&self, peer: &NodeId, _refuse_above: Option<Duration>) -> Attempt<'_> {
         self.sends.lock().expect("lock").push(peer.clone());
         let (after, answer) = self
             .answers

@@ -96,6 +96,7 @@ fn request(task_id: &str, len: usize) -> TaskRequest {
         deadline_ms: 30_000,
         hops: 1,
         entry_node: CLIENT.into(),
+        refuse_above_ms: None,
     }
 }
 

@@ -2,8 +2,9 @@
 //! hand it over.
 //!
 //! Work in progress (see the mesh issue). Today this crate holds:
-//! - [`routing`]: power-of-two-choices placement, per-peer circuit breakers
-//!   and the retry budget, as pure functions with no IO and no clock;
+//! - [`routing`]: speed-aware placement by expected completion, the per-task routing
+//!   loop as a state machine (retries, failover, one hedge), per-peer circuit breakers,
+//!   as pure functions with no IO and no clock;
 //! - [`protocol`]: the forward protocol's messages and bounded MessagePack
 //!   frames (ALPN `spheromesh/forward/1`);
 //! - [`security`]: the cluster CA and node certificates (rcgen), mutual-TLS

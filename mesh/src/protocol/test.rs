@@ -218,14 +218,71 @@ fn wire_format_is_big_endian_length_and_named_fields() {
     let frame = encode(&request(3), DEFAULT_MAX_FRAME).expect("encode");
     let body_len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
     assert_eq!(body_len, frame.len() - HEADER_LEN);
-    // 0x87: a MessagePack fixmap of 7 entries, i.e. structs are maps keyed by field name.
-    assert_eq!(frame[HEADER_LEN], 0x87);
+    // 0x88: a MessagePack fixmap of 8 entries, i.e. structs are maps keyed by field name.
+    assert_eq!(frame[HEADER_LEN], 0x88);
     // The image is MessagePack `bin` (0xc4 = bin 8), not an array of integers.
     let image_at = frame
         .windows(5)
         .position(|w| w == b"image")
         .expect("image key");
     assert_eq!(frame[image_at + 5], 0xc4);
+}
+
+/// A request as nodes without `refuse_above_ms` encode and decode it.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct RequestWithoutRefusal {
+    task_id: String,
+    #[serde(with = "serde_bytes")]
+    image: Vec<u8>,
+    threshold: f32,
+    simplify_tolerance: Option<f64>,
+    deadline_ms: u64,
+    hops: u8,
+    entry_node: String,
+}
+
+#[test]
+fn nodes_with_and_without_the_refusal_threshold_understand_each_other() {
+    let old = RequestWithoutRefusal {
+        task_id: "t".into(),
+        image: vec![1, 2, 3],
+        threshold: 0.5,
+        simplify_tolerance: None,
+        deadline_ms: 1_000,
+        hops: 1,
+        entry_node: "a".into(),
+    };
+    let frame = encode(&old, DEFAULT_MAX_FRAME).expect("encode");
+    let new: TaskRequest = decode(&frame, DEFAULT_MAX_FRAME).expect("an old request decodes");
+    assert_eq!(new.refuse_above_ms, None);
+    assert_eq!(new.task_id, "t");
+    let frame = encode(
+        &TaskRequest {
+            refuse_above_ms: Some(650),
+            ..new
+        },
+        DEFAULT_MAX_FRAME,
+    )
+    .expect("encode");
+    let back: RequestWithoutRefusal = decode(&frame, DEFAULT_MAX_FRAME).expect("old nodes skip it");
+    assert_eq!(back, old);
+    // A busy answer's load is optional both ways too.
+    let frame = encode(
+        &TaskResponse::Busy {
+            retry_after_ms: 5,
+            active_now: Some(3),
+        },
+        DEFAULT_MAX_FRAME,
+    )
+    .expect("encode");
+    let busy: TaskResponse = decode(&frame, DEFAULT_MAX_FRAME).expect("decode");
+    assert!(matches!(
+        busy,
+        TaskResponse::Busy {
+            active_now: Some(3),
+            ..
+        }
+    ));
 }
 
 #[tokio::test]

@@ -383,6 +383,19 @@ fn peer(i: usize, capacity: u32, service_ms: u64) -> PeerView {
     }
 }
 
+/// A play with this node full, hedges allowed, one sender.
+fn play_full(peers: &[PeerView], fates: &[Fate], seed: u64) -> Trace {
+    play(
+        Policy::Fastest,
+        &FULL,
+        peers,
+        Estimate::single(DEFAULT),
+        true,
+        fates,
+        seed,
+    )
+}
+
 fn first_send(local: &LocalView, peers: &[PeerView], rng: &mut ChaCha8Rng) -> Option<NodeId> {
     let inputs = Inputs {
         local,
@@ -490,12 +503,8 @@ fn the_fast_node_queues_only_while_its_doubled_wait_beats_a_slow_free_slot() {
 #[test]
 fn a_late_send_is_hedged_once_to_the_next_best_peer() {
     let peers = vec![peer(0, 2, 100), peer(1, 2, 150), peer(2, 2, 200)];
-    let trace = play(
-        Policy::Fastest,
-        &FULL,
+    let trace = play_full(
         &peers,
-        Estimate::single(DEFAULT),
-        true,
         &[Fate::LateThenDone, Fate::LateThenDone, Fate::Done],
         1,
     );
@@ -519,15 +528,7 @@ fn a_late_send_is_hedged_once_to_the_next_best_peer() {
 fn a_lost_peer_fails_over_at_once_and_a_hedge_waits_for_its_twin() {
     let peers = vec![peer(0, 2, 100), peer(1, 2, 150), peer(2, 2, 200)];
     // First send lost (dead peer): retry to the next best at once.
-    let trace = play(
-        Policy::Fastest,
-        &FULL,
-        &peers,
-        Estimate::single(DEFAULT),
-        true,
-        &[Fate::Lost, Fate::Done],
-        1,
-    );
+    let trace = play_full(&peers, &[Fate::Lost, Fate::Done], 1);
     assert_eq!(
         sends(&trace),
         vec![
@@ -537,15 +538,7 @@ fn a_lost_peer_fails_over_at_once_and_a_hedge_waits_for_its_twin() {
     );
     // Hedged, then the first answers busy: the plan waits for the hedge instead of sending
     // a third copy.
-    let trace = play(
-        Policy::Fastest,
-        &FULL,
-        &peers,
-        Estimate::single(DEFAULT),
-        true,
-        &[Fate::LateThenBusy, Fate::Done],
-        1,
-    );
+    let trace = play_full(&peers, &[Fate::LateThenBusy, Fate::Done], 1);
     assert_eq!(trace.steps.last(), Some(&Step::Wait));
     assert_eq!(sends(&trace).len(), 2);
 }

@@ -457,3 +457,49 @@ pub async fn mesh(pki: &Pki, n: usize, service_ms: u64, slots: u32) -> Vec<Node>
     }
     nodes
 }
+
+/// Drops every UDP datagram to a loopback port (iptables), until dropped. Needs root:
+/// `None` (the caller skips, loudly) when iptables cannot be used, except under `CI=true`,
+/// where that is a failure.
+pub struct UdpBlackhole {
+    rule: Vec<String>,
+}
+
+impl UdpBlackhole {
+    pub fn new(port: u16) -> Option<Self> {
+        let rule: Vec<String> = [
+            "INPUT",
+            "-i",
+            "lo",
+            "-p",
+            "udp",
+            "--dport",
+            &port.to_string(),
+            "-j",
+            "DROP",
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        let added = Command::new("iptables")
+            .arg("-I")
+            .args(&rule)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !added {
+            assert!(
+                std::env::var("CI").map_or(true, |v| v != "true"),
+                "CI=true but iptables cannot add a rule (root and iptables are required)"
+            );
+            eprintln!("SKIPPED: iptables unavailable (needs root)");
+            return None;
+        }
+        Some(Self { rule })
+    }
+}
+
+impl Drop for UdpBlackhole {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables").arg("-D").args(&self.rule).status();
+    }
+}

@@ -492,11 +492,10 @@ impl TaskRunner for Dispatcher {
         let now = Instant::now();
         let members = self.membership.peers();
         let views = self.peers.views(&members, now);
-        let remote: u64 = members
+        let remote: u64 = views
             .iter()
-            .zip(&views)
-            .filter(|(peer, view)| peer.queue_depth.is_none() && view.is_candidate())
-            .map(|(_, v)| u64::from(v.capacity).saturating_sub(v.outstanding()))
+            .filter(|view| !view.pulls_work && view.is_candidate())
+            .map(|v| u64::from(v.capacity).saturating_sub(v.outstanding()))
             .sum();
         let total = u64::from(self.executor.free_slots()) + remote;
         u32::try_from(total).unwrap_or(u32::MAX)

@@ -74,7 +74,7 @@ pub fn rank<R: Rng + ?Sized>(
 
 /// `k` distinct peers of `peers`, each drawn with probability in proportion to its speed
 /// (`capacity / service`); peers of speed 0 only when nothing else is left.
-pub fn sample_by_speed<'a, R: Rng + ?Sized>(
+pub(crate) fn sample_by_speed<'a, R: Rng + ?Sized>(
     peers: &[&'a PeerView],
     k: usize,
     estimate: &Estimate,

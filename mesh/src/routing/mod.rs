@@ -45,7 +45,7 @@ mod retry;
 mod test;
 
 pub use breaker::{BreakerConfig, BreakerConfigError, BreakerState, CircuitBreaker};
-pub use candidates::{rank, sample_by_speed, Scored, FULL_SCAN_MAX, SAMPLED};
+pub use candidates::{rank, Scored, FULL_SCAN_MAX, SAMPLED};
 pub use hedge::{hedge_delay, HedgeBudget, HEDGE_BURST, HEDGE_MIN_SLACK, HEDGE_RATIO};
 pub use load::{score, Estimate, LocalView, NodeId, PeerView, MIN_SERVICE, QUEUE_WAIT_WEIGHT};
 pub use plan::{

@@ -178,18 +178,8 @@ impl Plan {
     }
 
     /// Sends made so far.
-    pub fn sends(&self) -> u32 {
+    fn sends(&self) -> u32 {
         u32::try_from(self.tried.len()).unwrap_or(u32::MAX)
-    }
-
-    /// Whether the task has been hedged.
-    pub fn hedged(&self) -> bool {
-        self.hedged
-    }
-
-    /// Peers the task has been sent to, in order.
-    pub fn tried(&self) -> &[NodeId] {
-        &self.tried
     }
 
     /// Takes in `outcome` and answers the next step.

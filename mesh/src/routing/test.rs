@@ -14,9 +14,10 @@ use proptest::test_runner::RngSeed;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::candidates::sample_by_speed;
 use super::{
-    rank, sample_by_speed, score, Estimate, Inputs, LocalView, NodeId, Outcome, PeerView, Plan,
-    Policy, SendKind, Step, FULL_SCAN_MAX, MAX_ATTEMPTS, MAX_LOCAL_RACES,
+    rank, score, Estimate, Inputs, LocalView, NodeId, Outcome, PeerView, Plan, Policy, SendKind,
+    Step, FULL_SCAN_MAX, MAX_ATTEMPTS, MAX_LOCAL_RACES,
 };
 
 const DEFAULT: Duration = Duration::from_millis(200);

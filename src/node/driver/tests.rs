@@ -224,6 +224,20 @@ async fn run(
     (outcome, started.elapsed())
 }
 
+/// Runs one task while, 50 ms in, membership declares `peer` lost and signals a change.
+async fn run_with_loss_at_50ms(
+    env: &Scripted,
+    peer: &str,
+) -> (Result<TaskResult, TaskError>, Duration) {
+    let (tx, rx) = watch::channel(());
+    tokio::join!(run(env, rx, 10_000), async {
+        tokio::time::sleep(50 * MS).await;
+        env.lost.lock().expect("lock").insert(NodeId::new(peer));
+        tx.send(()).expect("driver listens");
+    })
+    .0
+}
+
 fn quiet() -> watch::Receiver<()> {
     let (tx, rx) = watch::channel(());
     std::mem::forget(tx);
@@ -286,13 +300,7 @@ async fn the_first_answer_wins_when_the_late_peer_answers_before_the_hedge() {
 #[tokio::test(start_paused = true)]
 async fn a_peer_declared_dead_fails_over_at_once() {
     let env = Scripted::new(&[("p0", 0, Answer::Never), ("p1", 150, Answer::Done)]).no_hedges();
-    let (tx, rx) = watch::channel(());
-    let (outcome, took) = tokio::join!(run(&env, rx, 10_000), async {
-        tokio::time::sleep(50 * MS).await;
-        env.lost.lock().expect("lock").insert(NodeId::new("p0"));
-        tx.send(()).expect("driver listens");
-    })
-    .0;
+    let (outcome, took) = run_with_loss_at_50ms(&env, "p0").await;
     assert_eq!(by(&outcome), "p1");
     assert_eq!(took, 200 * MS, "50 ms to the death, 150 ms on p1");
     assert_eq!(env.events(), [DriverEvent::Failover, DriverEvent::Retry]);
@@ -302,13 +310,7 @@ async fn a_peer_declared_dead_fails_over_at_once() {
 #[tokio::test(start_paused = true)]
 async fn a_health_change_that_spares_the_peer_changes_nothing() {
     let env = Scripted::new(&[("p0", 100, Answer::Done)]).no_hedges();
-    let (tx, rx) = watch::channel(());
-    let (outcome, took) = tokio::join!(run(&env, rx, 10_000), async {
-        tokio::time::sleep(50 * MS).await;
-        env.lost.lock().expect("lock").insert(NodeId::new("p2"));
-        tx.send(()).expect("driver listens");
-    })
-    .0;
+    let (outcome, took) = run_with_loss_at_50ms(&env, "p2").await;
     assert_eq!(by(&outcome), "p0");
     assert_eq!(took, 100 * MS);
     assert!(env.events().is_empty());

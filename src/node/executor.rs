@@ -178,11 +178,6 @@ impl Executor {
         self.admit_below(self.limits.capacity + self.limits.queue_limit)
     }
 
-    /// Takes a place only if a slot is free now (the task will not queue).
-    pub fn try_admit_to_slot(self: &Arc<Self>) -> Option<Admission> {
-        self.admit_below(self.limits.capacity)
-    }
-
     /// Takes a place if fewer than `limit` tasks are admitted and the node is not draining.
     fn admit_below(self: &Arc<Self>, limit: u32) -> Option<Admission> {
         if self.is_draining() {
@@ -300,7 +295,6 @@ mod tests {
         let b = ex.try_admit().expect("2");
         let c = ex.try_admit().expect("3 (queue)");
         assert!(ex.try_admit().is_none(), "room is capacity + queue");
-        assert!(ex.try_admit_to_slot().is_none(), "no free slot");
         assert_eq!(ex.active(), 3);
         assert_eq!(ex.free_slots(), 0);
         drop((a, b));

@@ -29,8 +29,8 @@
 //!
 //! # At most one forward per task
 //!
-//! A forwarded task carries `hops = 1`. A node receiving a task with `hops >= MAX_HOPS`
-//! ([`must_run_locally`]) runs it or answers busy and never forwards it again. Stale gossip
+//! A forwarded task carries `hops = 1`. A node receiving a task over the mesh runs it or
+//! answers busy: the receiving path has no way to forward it again. Stale gossip
 //! can make two nodes each think the other is idler; without this rule a task could bounce
 //! between them. Retries and hedges come from the accepting node, so a task still travels at
 //! most one hop, and [`MAX_ATTEMPTS`] bounds how many peers see it.
@@ -53,12 +53,3 @@ pub use plan::{
     REFUSE_FACTOR, REFUSE_SLACK,
 };
 pub use retry::{may_retry, MAX_ATTEMPTS};
-
-/// Hops a task may take from the node that accepted it: one forward, never a second.
-pub const MAX_HOPS: u8 = 1;
-
-/// Whether a task that has already taken `hops` hops must run here (or be refused) rather
-/// than be forwarded again.
-pub fn must_run_locally(hops: u8) -> bool {
-    hops >= MAX_HOPS
-}

@@ -7,12 +7,14 @@ Inputs (standard library only, so it runs without the torch venv):
   ``estimates.json`` (median) and ``sample.json`` (per-iteration times ``times[i] / iters[i]``,
   from which min, quartiles and max are taken);
 * ``--torch FILE``: the JSON lines of ``benches/torch/forward.py``;
+* ``--onnx FILE``: the JSON lines of ``benches/onnx/forward.py`` (ONNX Runtime, same network);
 * ``--rss FILE``: the ``/usr/bin/time -v`` output of ``spheromesh segment`` (its exit status
   is read from the same file).
 
 ``--since EPOCH`` drops criterion results older than the run (a quick run does not
 overwrite the folders of sizes it skipped). Goals (docs/BENCHMARKS.md): shipped model end to
-end at 1024 <= 1 s, original-architecture forward <= 1.0x PyTorch, segment peak RSS <= 300 MB.
+end at 1024 <= 1 s, original-architecture forward <= 1.0x PyTorch and <= 0.8x ONNX Runtime,
+segment peak RSS <= 300 MB.
 
     python3 benches/report.py --criterion-dir target/criterion --torch torch.jsonl \\
         --rss rss.txt --since 1700000000 --machine "2 x Intel Xeon" > report.md
@@ -30,6 +32,7 @@ from pathlib import Path
 E2E_ID = "segment_end_to_end_shipped_1024/png"
 E2E_GOAL_MS = 1000.0
 RATIO_GOAL = 1.0
+ONNX_RATIO_GOAL = 0.8
 RSS_GOAL_MB = 300.0
 
 
@@ -65,8 +68,8 @@ def load_criterion(root: Path, since: float) -> dict[str, dict]:
     return out
 
 
-def load_torch(path: Path | None) -> dict[int, dict]:
-    """forward.py's JSON lines keyed by input size (later lines win)."""
+def load_forward(path: Path | None, framework: str = "pytorch") -> dict[int, dict]:
+    """A forward.py's JSON lines of ``framework`` keyed by input size (later lines win)."""
     out: dict[int, dict] = {}
     if path is None or not path.exists():
         return out
@@ -78,7 +81,7 @@ def load_torch(path: Path | None) -> dict[int, dict]:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if rec.get("framework") == "pytorch":
+        if rec.get("framework") == framework:
             out[int(rec["size"])] = rec
     return out
 
@@ -122,7 +125,7 @@ def size_key(bench_id: str) -> tuple:
     return (head, int(tail)) if tail.isdigit() else (bench_id, 0)
 
 
-def render(crit: dict, torch: dict, rss: dict | None, args: argparse.Namespace) -> str:
+def render(crit: dict, torch: dict, onnx: dict, rss: dict | None, args: argparse.Namespace) -> str:
     lines = []
     if args.machine:
         lines.append(f"Machine: {args.machine}")
@@ -182,6 +185,30 @@ def render(crit: dict, torch: dict, rss: dict | None, args: argparse.Namespace) 
         lines.append("")
         lines.append(f"PyTorch {next(iter(torch.values()))['torch']}.")
 
+    lines += [
+        "",
+        "### original architecture: candle vs ONNX Runtime, forward pass",
+        "",
+        "| input | candle median (min-max) | ONNX Runtime median (min-max) | candle / ONNX Runtime | ORT runs, threads |",
+        "|---|---|---|---|---|",
+    ]
+    onnx_ratios = []
+    onnx_sizes = sorted({int(k.rpartition("/")[2]) for k in crit if k.startswith("forward_original/")} | set(onnx))
+    for size in onnx_sizes:
+        c, o = crit.get(f"forward_original/{size}"), onnx.get(size)
+        c_cell = f"{ms(c['median'])} ({ms(c['min'])}-{ms(c['max'])})" if c else "not run"
+        o_cell = f"{ms(o['median_ms'])} ({ms(o['min_ms'])}-{ms(o['max_ms'])})" if o else "not run"
+        ratio = c["median"] / o["median_ms"] if c and o else None
+        if ratio is not None:
+            onnx_ratios.append((size, ratio))
+        extra = f"{o['runs']}, {o['threads']}" if o else "-"
+        lines.append(f"| {size}x{size} | {c_cell} | {o_cell} | {f'{ratio:.2f}x' if ratio else '-'} | {extra} |")
+    if not onnx_sizes:
+        lines.append("| (none) | | | | |")
+    if onnx:
+        lines.append("")
+        lines.append(f"ONNX Runtime {next(iter(onnx.values()))['onnxruntime']}, all graph optimisations.")
+
     lines += ["", "### peak memory of `spheromesh segment` (1024x1024 PNG)", ""]
     if rss is None:
         lines.append("not measured in this run")
@@ -204,6 +231,9 @@ def render(crit: dict, torch: dict, rss: dict | None, args: argparse.Namespace) 
         "| original-architecture forward <= 1.0x PyTorch | "
         + (", ".join(f"{s}: {r:.2f}x" for s, r in ratios) or "not run")
         + f" | {verdict(None if not ratios else all(r <= RATIO_GOAL for _, r in ratios))} |",
+        "| original-architecture forward <= 0.8x ONNX Runtime | "
+        + (", ".join(f"{s}: {r:.2f}x" for s, r in onnx_ratios) or "not run")
+        + f" | {verdict(None if not onnx_ratios else all(r <= ONNX_RATIO_GOAL for _, r in onnx_ratios))} |",
         f"| `spheromesh segment` peak RSS <= {RSS_GOAL_MB:.0f} MB | "
         + (f"{rss['rss_mb']:.0f} MB" if rss and "rss_mb" in rss else "not measured")
         + f" | {verdict(rss_ok)} |",
@@ -215,13 +245,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--criterion-dir", type=Path, default=Path("target/criterion"))
     ap.add_argument("--torch", type=Path, help="forward.py JSON lines")
+    ap.add_argument("--onnx", type=Path, help="onnx/forward.py JSON lines")
     ap.add_argument("--rss", type=Path, help="/usr/bin/time -v output of spheromesh segment")
     ap.add_argument("--since", type=float, default=0.0, help="ignore criterion results older than this epoch")
     ap.add_argument("--machine", default="", help="one line describing the machine")
     ap.add_argument("--note", default="", help="one line printed under the machine")
     args = ap.parse_args()
     crit = load_criterion(args.criterion_dir, args.since) if args.criterion_dir.exists() else {}
-    sys.stdout.write(render(crit, load_torch(args.torch), load_rss(args.rss), args))
+    onnx = load_forward(args.onnx, "onnxruntime")
+    sys.stdout.write(render(crit, load_forward(args.torch), onnx, load_rss(args.rss), args))
 
 
 if __name__ == "__main__":

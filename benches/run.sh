@@ -7,6 +7,8 @@
 # Steps, each logged under $OUT (default target/bench-report/<date>-<time>/):
 #   (a) cargo bench --bench inference          -> target/criterion/**, criterion.log
 #   (b) PyTorch forward of the original model   -> torch.jsonl (tools/parity/setup_venv.sh first)
+#   (b2) ONNX Runtime forward, same network and weights -> onnx.jsonl (pip install onnx onnxruntime
+#        into the same venv; the exported graph is cached under target/onnx)
 #   (c) peak RSS of `spheromesh segment` on a 1024x1024 PNG, with /usr/bin/time -v -> rss.txt
 #   (d) benches/report.py                       -> report.md (also printed)
 # A failing step is reported and the others still run; the exit status is 1 if any failed.
@@ -20,8 +22,9 @@
 #   CRITERION_ARGS                     extra criterion arguments ("" [--quick]); a filter regex
 #                                      such as `forward_original` may be appended
 #   TORCH_RUNS / TORCH_WARMUP          timed / untimed PyTorch passes per size (5 / 1 [1 / 1])
-#   TORCH_THREADS                      PyTorch threads (2, the cores of the reference machine)
-#   SKIP_CRITERION=1 SKIP_TORCH=1 SKIP_RSS=1   leave a step out
+#   TORCH_THREADS                      PyTorch and ONNX Runtime threads (2, the cores of the
+#                                      reference machine)
+#   SKIP_CRITERION=1 SKIP_TORCH=1 SKIP_ONNX=1 SKIP_RSS=1   leave a step out
 #   OUT                                where logs and report.md go
 #
 # RAYON_NUM_THREADS is unset so candle uses every physical core, as it does in production.
@@ -94,6 +97,21 @@ if [ "${SKIP_TORCH:-0}" != 1 ] && [ "$SPHEROMESH_BENCH_ORIGINAL_SIZES" != none ]
     fi
 fi
 
+# (b2) ONNX Runtime baseline: the same network, exported from the same PyTorch weights
+if [ "${SKIP_ONNX:-0}" != 1 ] && [ "$SPHEROMESH_BENCH_ORIGINAL_SIZES" != none ]; then
+    say "(b2) ONNX Runtime forward, sizes $SPHEROMESH_BENCH_ORIGINAL_SIZES, $TORCH_RUNS runs, $TORCH_THREADS threads"
+    if tools/parity/setup_venv.sh >"$OUT/setup_venv.log" 2>&1 \
+        && .venv-torch/bin/python -m pip install -q onnx onnxruntime >"$OUT/onnx_pip.log" 2>&1; then
+        .venv-torch/bin/python benches/onnx/forward.py --sizes "$SPHEROMESH_BENCH_ORIGINAL_SIZES" \
+            --threads "$TORCH_THREADS" --runs "$TORCH_RUNS" --warmup "$TORCH_WARMUP" \
+            --onnx-dir "$TARGET_DIR/onnx" >"$OUT/onnx.jsonl" 2>"$OUT/onnx.log" \
+            || fail "onnx/forward.py (see $OUT/onnx.log)"
+        cat "$OUT/onnx.jsonl" >&2
+    else
+        fail "ONNX Runtime set-up (see $OUT/setup_venv.log, $OUT/onnx_pip.log)"
+    fi
+fi
+
 # (c) peak RSS of the CLI
 if [ "${SKIP_RSS:-0}" != 1 ]; then
     say "(c) peak RSS of spheromesh segment"
@@ -126,7 +144,7 @@ fi
 say "(d) report"
 RSS_ARG=(); [ -f "$OUT/rss.txt" ] && RSS_ARG=(--rss "$OUT/rss.txt")
 python3 benches/report.py --criterion-dir "$TARGET_DIR/criterion" --since "$START" \
-    --torch "$OUT/torch.jsonl" "${RSS_ARG[@]}" --machine "$MACHINE" --note "${NOTE% }" \
+    --torch "$OUT/torch.jsonl" --onnx "$OUT/onnx.jsonl" "${RSS_ARG[@]}" --machine "$MACHINE" --note "${NOTE% }" \
     >"$OUT/report.md" || fail "report.py"
 cat "$OUT/report.md"
 

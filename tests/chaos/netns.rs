@@ -5,6 +5,11 @@
 
 use std::net::Ipv4Addr;
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// One network at a time per test process: the names carry only the pid, and three nodes
+/// per scenario are what two cores can run without timing noise.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Runs `program args`, returning whether it succeeded (output discarded).
 fn run(program: &str, args: &[&str]) -> bool {
@@ -36,6 +41,8 @@ pub struct Net {
     subnet: u8,
     hosts: usize,
     forward_rules: Vec<Vec<String>>,
+    /// Held until the network is removed (declared last: dropped after `Drop::drop`).
+    _turn: MutexGuard<'static, ()>,
 }
 
 impl Net {
@@ -45,12 +52,14 @@ impl Net {
         let pid = std::process::id();
         let prefix = format!("smc{}", pid % 100_000);
         let subnet = u8::try_from(20 + pid % 200).expect("subnet");
+        let turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let mut net = Self {
             bridge: format!("{prefix}b"),
             prefix,
             subnet,
             hosts,
             forward_rules: Vec::new(),
+            _turn: turn,
         };
         net.remove();
         if !run("ip", &["netns", "add", &net.ns(1)]) {

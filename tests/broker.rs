@@ -398,6 +398,44 @@ async fn callback_failing_past_the_retry_window_requeues_the_message() {
     env.cleanup().await;
 }
 
+/// A message whose callback is never accepted is put back with its failure count (a
+/// header that travels with it) and, at the cap, moved to the dead-letter queue with the
+/// reason: never requeued forever. The model ran once (redeliveries hit the cache).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_failing_is_dead_lettered_at_the_failure_cap() {
+    let Some(env) = Env::new("capped").await else {
+        return;
+    };
+    support::write_png(&env.uploads(), "a.png", 24, 24);
+    env.backend.state.fail_all.store(true, Ordering::SeqCst);
+    let runner = Arc::new(SlotRunner::new("node-a", 1, Duration::from_millis(1)));
+    let mut config = env.config();
+    config.callback_retry_for = Duration::from_millis(300);
+    config.max_failures = 3;
+    let consumer = Running::start(config, Arc::clone(&runner));
+    env.publish_task("t", "a.png", json!({})).await;
+    let status = Arc::clone(&consumer.status);
+    support::eventually("a dead letter", LONG, || {
+        status.snapshot().dead_lettered == 1
+    })
+    .await;
+    consumer.stop(LONG).await;
+    let s = status.snapshot();
+    assert_eq!(
+        s.requeued, 2,
+        "failures 1 and 2 are put back, the 3rd is final"
+    );
+    assert_eq!(env.depth().await, 0, "nothing left to cycle");
+    assert_eq!(runner.runs(), 1, "the model ran once");
+    let dlq = format!("{}.dead_letter", env.queue);
+    let m = support::get_one(&env.ch, &dlq).await.expect("dead letter");
+    let reason = support::dead_letter_reason(&m);
+    assert!(reason.contains("gave up after 3 failures"), "{reason}");
+    assert!(reason.contains("callback never accepted"), "{reason}");
+    assert!(env.backend.accepted().is_empty());
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_task_is_answered_from_the_cache_without_recomputing() {
     let Some(env) = Env::new("cache").await else {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use lapin::uri::AMQPUri;
 
 use super::backoff::Backoff;
+use super::redelivery::DEFAULT_MAX_FAILURES;
 
 /// Queue the backend publishes to (contract section 2).
 pub const DEFAULT_QUEUE: &str = "segmentation_tasks";
@@ -72,6 +73,11 @@ pub struct BrokerArgs {
     /// is requeued.
     #[arg(long, env = "CALLBACK_RETRY_FOR", default_value_t = DEFAULT_CALLBACK_RETRY_FOR.as_secs())]
     pub callback_retry_for: u64,
+    /// Failures (engine error, deadline, callback never accepted) after which a task
+    /// message goes to the dead-letter queue instead of back to the task queue; the count
+    /// travels with the message in a header, across nodes.
+    #[arg(long, env = "RABBITMQ_MAX_FAILURES", default_value_t = DEFAULT_MAX_FAILURES)]
+    pub rabbitmq_max_failures: u32,
 }
 
 /// A broker setting that cannot work.
@@ -99,6 +105,9 @@ pub enum ConfigError {
     /// A prefetch bound of 0 would never take a task.
     #[error("RABBITMQ_PREFETCH_COUNT must be at least 1")]
     ZeroPrefetch,
+    /// A failure cap of 0 would dead-letter messages that never failed.
+    #[error("RABBITMQ_MAX_FAILURES must be at least 1")]
+    ZeroMaxFailures,
     /// The User-Agent or Authorization value is not a valid HTTP header value.
     #[error("invalid callback header {header}: not a valid HTTP header value")]
     Header {
@@ -130,6 +139,8 @@ pub struct BrokerConfig {
     pub callback_authorization: Option<String>,
     /// How long a failing callback is retried before the message is requeued.
     pub callback_retry_for: Duration,
+    /// Failures after which a message is dead-lettered instead of requeued.
+    pub max_failures: u32,
     /// Time limit of one callback request.
     pub callback_attempt_timeout: Duration,
     /// Schedule of callback retries.
@@ -165,6 +176,7 @@ impl fmt::Debug for BrokerConfig {
                 &self.callback_authorization.as_ref().map(|_| "<set>"),
             )
             .field("callback_retry_for", &self.callback_retry_for)
+            .field("max_failures", &self.max_failures)
             .field("task_timeout", &self.task_timeout)
             .finish_non_exhaustive()
     }
@@ -196,6 +208,7 @@ impl BrokerConfig {
             callback_user_agent: DEFAULT_USER_AGENT.to_owned(),
             callback_authorization: None,
             callback_retry_for: DEFAULT_CALLBACK_RETRY_FOR,
+            max_failures: DEFAULT_MAX_FAILURES,
             callback_attempt_timeout: Duration::from_secs(30),
             callback_backoff: Backoff::new_unchecked(
                 Duration::from_millis(200),
@@ -260,6 +273,7 @@ impl BrokerConfig {
         c.callback_user_agent = args.callback_user_agent.clone();
         c.callback_authorization = args.callback_authorization.clone();
         c.callback_retry_for = Duration::from_secs(args.callback_retry_for);
+        c.max_failures = args.rabbitmq_max_failures;
         c.validate()?;
         Ok(Some(c))
     }
@@ -284,6 +298,9 @@ impl BrokerConfig {
         }
         if self.prefetch == 0 {
             return Err(ConfigError::ZeroPrefetch);
+        }
+        if self.max_failures == 0 {
+            return Err(ConfigError::ZeroMaxFailures);
         }
         if reqwest::header::HeaderValue::from_str(&self.callback_user_agent).is_err() {
             return Err(ConfigError::Header {
@@ -388,6 +405,11 @@ mod tests {
         assert!(matches!(
             BrokerConfig::from_args(&bad_prefetch),
             Err(ConfigError::ZeroPrefetch)
+        ));
+        let no_failures = parse(&["--rabbitmq-url=amqp://h/%2f", "--rabbitmq-max-failures=0"]);
+        assert!(matches!(
+            BrokerConfig::from_args(&no_failures),
+            Err(ConfigError::ZeroMaxFailures)
         ));
         let same = parse(&[
             "--rabbitmq-url=amqp://h/%2f",

@@ -119,6 +119,7 @@ pub async fn run_consumer<R: TaskRunner>(
         callback: CallbackClient::new(&config)?,
         cache: ResultCache::new(config.result_cache_capacity, config.result_cache_ttl),
         task_timeout: config.task_timeout,
+        max_failures: config.max_failures,
         unstarted: 0.into(),
     });
     status.set_prefetch_bound(u32::from(config.prefetch));

@@ -6,13 +6,15 @@
 //! | result cached and already accepted by the backend (only the ack was lost) | none | ack |
 //! | result cached, callback not yet accepted | `completed` from the cache | ack |
 //! | bad parameter, image missing/unreadable/escaping, permanent task error | `failed` | ack |
-//! | transient task error (busy, draining, deadline, internal) | none | requeue |
+//! | mesh busy or node shutting down | none | requeue |
 //! | draining before the task started | none | requeue |
+//! | task error that may pass (deadline, internal) | none | republish with the failure count; dead-letter queue at the cap |
 //! | success | `completed` | ack |
 //!
 //! The ack is sent only after the callback got a 2xx. A callback that keeps failing for
-//! the whole retry window requeues the message (the result stays in the cache, so the
-//! redelivery costs no model run); one the backend refuses outright (a 4xx other than
+//! the whole retry window counts as a failure of the message (republished with its count,
+//! dead-lettered at the cap; see `redelivery`), and the result stays in the cache, so the
+//! redelivery costs no model run; one the backend refuses outright (a 4xx other than
 //! 408/429) goes to the dead-letter queue with the reason, since resending it can never
 //! succeed.
 
@@ -34,6 +36,7 @@ use super::callback::{completed_body, failed_body, CallbackClient, CallbackError
 use super::dead_letter;
 use super::error_chain;
 use super::message::TaskMessage;
+use super::redelivery::{self, AfterFailure};
 use super::status::{BrokerStatus, Event, InHand};
 use crate::node::{Policy, SegmentTask, TaskError, TaskRunner};
 use crate::uploads::{PathError, UploadsRoot};
@@ -49,6 +52,8 @@ pub(crate) struct Shared<R> {
     pub(crate) callback: CallbackClient,
     pub(crate) cache: ResultCache,
     pub(crate) task_timeout: Duration,
+    /// Failures after which a message is dead-lettered instead of requeued.
+    pub(crate) max_failures: u32,
     /// Deliveries taken whose task has not been handed to the runner yet.
     pub(crate) unstarted: AtomicU32,
 }
@@ -80,6 +85,12 @@ enum Settle {
     Requeue {
         delay: Duration,
     },
+    /// The message failed (not merely "not now"): after `delay`, republish it with its
+    /// failure count, or dead-letter it at the cap.
+    Failed {
+        delay: Duration,
+        reason: String,
+    },
 }
 
 /// Processes one delivery and acks or requeues it. Never panics on bad input.
@@ -91,7 +102,10 @@ pub(crate) async fn handle<R: TaskRunner>(
     unstarted: Unstarted<R>,
     drain: CancellationToken,
 ) {
-    let settle = process(&shared, &dlq, &delivery, unstarted, &drain).await;
+    let mut settle = process(&shared, &dlq, &delivery, unstarted, &drain).await;
+    if let Settle::Failed { delay, reason } = settle {
+        settle = after_failure(&shared, &dlq, &delivery, delay, &reason).await;
+    }
     match settle {
         Settle::Ack => {
             if let Err(e) = delivery.acker.ack(BasicAckOptions::default()).await {
@@ -113,8 +127,53 @@ pub(crate) async fn handle<R: TaskRunner>(
                 warn!(cause = %e, "requeue failed; the broker will redeliver");
             }
         }
+        Settle::Failed { .. } => unreachable!("failures are settled above"),
     }
     drop(in_hand);
+}
+
+/// Settles a failed message: republished with one more failure (then the original can be
+/// acked), dead-lettered at the cap, or requeued plainly when the publish fails.
+async fn after_failure<R: TaskRunner>(
+    shared: &Arc<Shared<R>>,
+    dlq: &Channel,
+    delivery: &Delivery,
+    delay: Duration,
+    reason: &str,
+) -> Settle {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let so_far = redelivery::failures_so_far(&delivery.properties);
+    match redelivery::after_failure(so_far, shared.max_failures) {
+        AfterFailure::GiveUp { failures } => {
+            let why = format!("gave up after {failures} failures; last: {reason}");
+            dead_letter(shared, dlq, &delivery.data, &why).await
+        }
+        AfterFailure::Retry { failures } => {
+            let sent = redelivery::republish(
+                dlq,
+                &shared.queue,
+                &delivery.data,
+                &delivery.properties,
+                failures,
+            )
+            .await;
+            match sent {
+                Ok(()) => {
+                    shared.status.count(Event::Requeued);
+                    info!(failures, %reason, "task failed; republished with its failure count");
+                    Settle::Ack
+                }
+                Err(e) => {
+                    warn!(cause = %error_chain(&e), "republish failed; requeueing plainly");
+                    Settle::Requeue {
+                        delay: Duration::ZERO,
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn process<R: TaskRunner>(
@@ -194,14 +253,24 @@ async fn process<R: TaskRunner>(
             info!(code = e.code(), cause = %e, "task failed");
             fail(shared, dlq, delivery, &msg, &e.to_string()).await
         }
+        Err(TaskError::Busy { retry_after }) => {
+            debug!("mesh busy; requeueing");
+            Settle::Requeue {
+                delay: retry_after.min(Duration::from_secs(1)),
+            }
+        }
+        Err(TaskError::ShuttingDown) => {
+            debug!("shutting down; requeueing");
+            Settle::Requeue {
+                delay: Duration::ZERO,
+            }
+        }
         Err(e) => {
-            let delay = match &e {
-                TaskError::Busy { retry_after } => (*retry_after).min(Duration::from_secs(1)),
-                TaskError::ShuttingDown => Duration::ZERO,
-                _ => Duration::from_millis(200),
-            };
-            warn!(code = e.code(), cause = %e, "transient task error; requeueing");
-            Settle::Requeue { delay }
+            warn!(code = e.code(), cause = %e, "transient task error");
+            Settle::Failed {
+                delay: Duration::from_millis(200),
+                reason: format!("{}: {e}", e.code()),
+            }
         }
     }
 }
@@ -258,9 +327,10 @@ async fn answer<R: TaskRunner>(
         }
         Err(e @ CallbackError::GaveUp { .. }) => {
             shared.status.count(Event::CallbackFailed);
-            warn!(cause = %e, "callback window spent; requeueing");
-            Settle::Requeue {
+            warn!(cause = %e, "callback window spent");
+            Settle::Failed {
                 delay: Duration::ZERO,
+                reason: format!("callback never accepted: {e}"),
             }
         }
     }

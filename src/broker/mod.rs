@@ -22,6 +22,7 @@ mod consumer;
 mod dead_letter;
 mod handler;
 mod message;
+mod redelivery;
 mod status;
 
 pub use crate::uploads::PathError;
@@ -33,6 +34,7 @@ pub use config::{
 pub use consumer::{run_consumer, ConsumerError};
 pub use dead_letter::{INSTANCE_HEADER, REASON_HEADER, SOURCE_QUEUE_HEADER};
 pub use message::Malformed;
+pub use redelivery::FAILURES_HEADER;
 pub use status::{BrokerStatus, BrokerStatusSnapshot};
 
 /// `error: cause: cause`, for logs and the `failed` callback's human-readable reason.

@@ -14,6 +14,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use spheromesh_mesh::membership::GossipHealth;
 use sysinfo::{Disks, MemoryRefreshKind, System};
 
 use super::AppState;
@@ -85,8 +86,28 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
     (code, Json(body)).into_response()
 }
 
-pub(crate) async fn live() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "alive"}))
+/// 200 while the process and its membership task work; 503 when the membership task has
+/// stopped or hung, which nothing inside the process can repair (it restarts the gossip
+/// server it owns, not itself): the orchestrator's liveness probe restarts the node.
+pub(crate) async fn live(State(state): State<AppState>) -> Response {
+    match state.dispatcher.membership().gossip_health() {
+        GossipHealth::Running => {
+            (StatusCode::OK, Json(serde_json::json!({"status": "alive"}))).into_response()
+        }
+        GossipHealth::Stuck { since } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({
+                "status": "gossip_stuck",
+                "since_secs": since.as_secs_f64(),
+            })),
+        )
+            .into_response(),
+        GossipHealth::Stopped => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "gossip_stopped"})),
+        )
+            .into_response(),
+    }
 }
 
 pub(crate) async fn ready(State(state): State<AppState>) -> Response {

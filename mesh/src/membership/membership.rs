@@ -124,6 +124,7 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub struct Membership {
     shared: Arc<Shared>,
+    dead_after: Duration,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<Result<(), ShutdownError>>>,
     #[cfg(test)]
@@ -194,6 +195,7 @@ impl Membership {
                 peers: Vec::new(),
             }),
         });
+        let dead_after = config.dead_after;
         let resolver_task = tokio::spawn(resolver.run(config.gossip_interval, seeds_tx));
         let (stop, stop_rx) = watch::channel(false);
         let supervisor = Supervisor::new(
@@ -207,6 +209,7 @@ impl Membership {
         let task = tokio::spawn(supervisor.run(stop_rx));
         Ok(Membership {
             shared,
+            dead_after,
             stop,
             task: Some(task),
             #[cfg(test)]
@@ -293,6 +296,24 @@ impl Membership {
         self.shared.stalls.load(Ordering::Relaxed)
     }
 
+    /// Whether the membership task itself still runs and refreshes its view. It restarts
+    /// the gossip server it owns; nothing inside the process restarts *it*, so a node
+    /// whose task stopped or hung reports it here, for `/health/live` and the
+    /// orchestrator's restart.
+    pub fn gossip_health(&self) -> GossipHealth {
+        let finished = self.task.as_ref().is_none_or(JoinHandle::is_finished);
+        let age = self.shared.snapshot.borrow().taken_at.elapsed();
+        classify_gossip(finished, age, self.dead_after)
+    }
+
+    /// Stops the membership task as a panic in it would (test hook).
+    #[cfg(test)]
+    pub(crate) fn abort_task_for_test(&self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+
     /// How many times the gossip task has been restarted after a panic or an exit.
     pub fn restarts(&self) -> u64 {
         self.shared.restarts.load(Ordering::Relaxed)
@@ -321,6 +342,34 @@ impl Drop for Membership {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// The state of a node's own membership task, from [`Membership::gossip_health`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GossipHealth {
+    /// The task runs and refreshed its view within the limit.
+    Running,
+    /// The task runs but has not refreshed its view for this long (more than twice the
+    /// failure detector's `dead_after`: peers already hold this node dead).
+    Stuck {
+        /// Time since the last refresh.
+        since: Duration,
+    },
+    /// The task ended (a panic or an exit); gossip is gone until the process restarts.
+    Stopped,
+}
+
+/// Pure classification behind [`Membership::gossip_health`]: `finished` wins, then a view
+/// older than `2 x dead_after` is stuck. Twice, so that a process resuming from a pause
+/// (whose first fresh round is a moment away) is not called stuck.
+pub(crate) fn classify_gossip(finished: bool, age: Duration, dead_after: Duration) -> GossipHealth {
+    if finished {
+        GossipHealth::Stopped
+    } else if age > dead_after * 2 {
+        GossipHealth::Stuck { since: age }
+    } else {
+        GossipHealth::Running
     }
 }
 

@@ -72,7 +72,7 @@ pub use config::{
     DEFAULT_GOSSIP_INTERVAL, DEFAULT_GOSSIP_PORT, MIN_GOSSIP_INTERVAL, MIN_ROUNDS_BEFORE_DEAD,
     SAMPLING_WINDOW,
 };
-pub use membership::{Membership, MembershipError, Peer, PeerChanges, ShutdownError};
+pub use membership::{GossipHealth, Membership, MembershipError, Peer, PeerChanges, ShutdownError};
 pub use node_state::{
     LoadReport, NodeStatus, PeerAddresses, UnknownStatus, KEY_ACTIVE, KEY_CAPACITY, KEY_ENTRY,
     KEY_HTTP_ADDR, KEY_QUEUE_DEPTH, KEY_QUEUE_LIMIT, KEY_QUIC_ADDR, KEY_SERVICE_EWMA_MS,

@@ -364,3 +364,36 @@ async fn soak_no_false_deaths_and_detection_by_cluster_size() {
         assert!(took < Duration::from_secs(3));
     }
 }
+
+#[test]
+fn gossip_health_is_stopped_first_then_stuck_past_twice_dead_after() {
+    use super::membership::classify_gossip;
+    let dead = Duration::from_secs(2);
+    let fresh = Duration::from_millis(100);
+    assert_eq!(classify_gossip(false, fresh, dead), GossipHealth::Running);
+    assert_eq!(
+        classify_gossip(false, Duration::from_secs(4), dead),
+        GossipHealth::Running,
+        "exactly twice dead_after is still running"
+    );
+    assert_eq!(
+        classify_gossip(false, Duration::from_secs(5), dead),
+        GossipHealth::Stuck {
+            since: Duration::from_secs(5)
+        }
+    );
+    assert_eq!(classify_gossip(true, fresh, dead), GossipHealth::Stopped);
+}
+
+#[tokio::test]
+async fn a_dead_membership_task_is_reported_not_hidden() {
+    let port = free_ports(1)[0];
+    let node = start_ready(config(port, &[])).await;
+    assert_eq!(node.gossip_health(), GossipHealth::Running);
+    node.abort_task_for_test();
+    let until = Instant::now() + Duration::from_secs(5);
+    while node.gossip_health() == GossipHealth::Running && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(node.gossip_health(), GossipHealth::Stopped);
+}

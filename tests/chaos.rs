@@ -250,6 +250,22 @@ async fn converge(mesh: &[&NsNode], peers: usize, within: Duration) -> Option<Du
     .await
 }
 
+/// Right after a heal: every node routes to both peers again within 3 s.
+async fn assert_converges_after_heal(scenario: &str, mesh: &[NsNode]) {
+    let healed = Instant::now();
+    let all: Vec<&NsNode> = mesh.iter().collect();
+    let converged = converge(&all, 2, Duration::from_secs(10)).await;
+    eprintln!(
+        "{scenario}: converged {:?} after the heal",
+        converged.map(|_| healed.elapsed())
+    );
+    let converged = converged.expect("membership never converged after the heal");
+    assert!(
+        converged <= Duration::from_secs(3),
+        "{scenario}: membership took {converged:?} to converge after the heal (limit 3 s)"
+    );
+}
+
 /// The HTTP invariants of every scenario: each request answered 200 or an explicit 503
 /// carrying `Retry-After`, nothing else, none slower than `bound`.
 fn assert_answered(scenario: &str, outcome: &nodes::LoadOutcome, bound: Duration) {
@@ -322,18 +338,8 @@ async fn full_partition_both_sides_serve_and_membership_converges_after_heal() {
     for rule in &rules {
         net.rule_del(3, rule);
     }
-    let healed = Instant::now();
-    let all: Vec<&NsNode> = mesh.iter().collect();
-    let converged = converge(&all, 2, Duration::from_secs(10)).await;
-    eprintln!(
-        "partition: seen after {split:?}, converged {:?} after the heal",
-        converged.map(|_| healed.elapsed())
-    );
-    let converged = converged.expect("membership never converged after the heal");
-    assert!(
-        converged <= Duration::from_secs(3),
-        "membership took {converged:?} to converge after the heal (limit 3 s)"
-    );
+    eprintln!("partition: seen after {split:?}");
+    assert_converges_after_heal("partition", &mesh).await;
 }
 
 /// The node-1 -> node-3 direction is cut (node-3 drops what node-1 sends), node-3 -> node-1
@@ -357,18 +363,7 @@ async fn asymmetric_partition_answers_every_request_and_converges_after_heal() {
     assert_answered("asymmetric, into node-1", &into_1, Duration::from_secs(10));
     assert_answered("asymmetric, into node-3", &into_3, Duration::from_secs(10));
     net.rule_del(3, &rule);
-    let healed = Instant::now();
-    let all: Vec<&NsNode> = mesh.iter().collect();
-    let converged = converge(&all, 2, Duration::from_secs(10)).await;
-    eprintln!(
-        "asymmetric: converged {:?} after the heal",
-        converged.map(|_| healed.elapsed())
-    );
-    let converged = converged.expect("membership never converged after the heal");
-    assert!(
-        converged <= Duration::from_secs(3),
-        "membership took {converged:?} to converge after the heal (limit 3 s)"
-    );
+    assert_converges_after_heal("asymmetric", &mesh).await;
 }
 
 /// 10% of the datagrams and segments between the nodes are dropped at random on every

@@ -22,7 +22,6 @@ and ``pip install onnxruntime`` in that venv (``benches/run.sh`` does both)::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -36,6 +35,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools" / "parity"))
+sys.path.insert(0, str(ROOT / "benches" / "torch"))
+import forward as torch_forward  # noqa: E402  (benches/torch/forward.py: shared arguments)
 import resunet_torch as rt  # noqa: E402
 
 
@@ -96,20 +97,9 @@ def time_forward(sess: ort.InferenceSession, size: int, warmup: int, runs: int) 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", nargs="+", default=["256,512,1024"], help="input sides, space- or comma-separated")
-    ap.add_argument("--runs", type=int, default=5, help="timed runs per size")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed runs per size")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--weights", choices=["formula", "random"], default="formula")
+    ap = torch_forward.common_parser(__doc__)
     ap.add_argument("--onnx-dir", type=Path, default=ROOT / "target" / "onnx")
-    args = ap.parse_args()
-    try:
-        args.sizes = [int(s) for arg in args.sizes for s in arg.split(",") if s.strip()]
-    except ValueError:
-        ap.error(f"--sizes takes integers, got {args.sizes}")
-    if not args.sizes or any(s <= 0 or s % 32 for s in args.sizes):
-        ap.error("input sizes must be positive multiples of 32 (five 2x2 poolings)")
+    args = torch_forward.parse_common(ap)
 
     path = args.onnx_dir / f"resunet-original-{args.weights}.onnx"
     if not path.exists():

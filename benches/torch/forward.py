@@ -67,15 +67,20 @@ def time_forward(
     return times
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def common_parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments every forward-pass baseline takes (PyTorch here, ONNX Runtime too)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     # Both "--sizes 256 512" and "--sizes 256,512" (the form benches/run.sh passes).
     ap.add_argument("--sizes", nargs="+", default=["256,512,1024"], help="input sides, space- or comma-separated")
     ap.add_argument("--runs", type=int, default=5, help="timed runs per size")
     ap.add_argument("--warmup", type=int, default=2, help="untimed runs per size")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--weights", choices=["formula", "random"], default="formula")
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    return ap
+
+
+def parse_common(ap: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parses, turning ``--sizes`` into checked integers (multiples of 32)."""
     args = ap.parse_args()
     try:
         args.sizes = [int(s) for arg in args.sizes for s in arg.split(",") if s.strip()]
@@ -83,6 +88,13 @@ def main() -> None:
         ap.error(f"--sizes takes integers, got {args.sizes}")
     if not args.sizes or any(s <= 0 or s % 32 for s in args.sizes):
         ap.error("input sizes must be positive multiples of 32 (five 2x2 poolings)")
+    return args
+
+
+def main() -> None:
+    ap = common_parser(__doc__)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    args = parse_common(ap)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -67,6 +67,20 @@ pub(crate) async fn publish(
     let props = BasicProperties::default()
         .with_delivery_mode(2)
         .with_headers(headers);
+    publish_confirmed(channel, queue, body, props).await
+}
+
+/// Publishes `body` with `props` to `queue` on the default exchange and waits for the
+/// broker's confirm (`channel` in confirm mode).
+///
+/// # Errors
+/// [`DeadLetterError`]: the broker failed or refused (nack) the publish.
+pub(crate) async fn publish_confirmed(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<(), DeadLetterError> {
     let confirm = channel
         .basic_publish(
             "".into(),

@@ -16,11 +16,10 @@
 //! requeues are the mesh saying "not now", say nothing about the message, and are plain
 //! requeues that keep its place in the queue.
 
-use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{BasicProperties, Channel};
 
-use super::dead_letter::DeadLetterError;
+use super::dead_letter::{self, DeadLetterError};
 
 /// Header carrying how many times this message has failed so far.
 pub const FAILURES_HEADER: &str = "x-spheromesh-failures";
@@ -92,20 +91,7 @@ pub(crate) async fn republish(
         .clone()
         .with_delivery_mode(2)
         .with_headers(FieldTable::from(headers.inner().clone()));
-    let confirm = channel
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            props,
-        )
-        .await?
-        .await?;
-    match confirm {
-        Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
-        Confirmation::Nack(_) => Err(DeadLetterError::Nacked),
-    }
+    dead_letter::publish_confirmed(channel, queue, body, props).await
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 # 1. style gates: `cargo fmt --check` and `cargo clippy --workspace --all-targets -D warnings`
 #    (the rustfmt and clippy components are added when missing);
 # 2. services: RabbitMQ for the broker tests (scripts/rabbitmq.sh installs it with apt-get
-#    and starts it when none answers);
+#    and starts it when none answers); iproute2 and iptables for the chaos suite (root);
 # 3. `cargo test --release --workspace` (release on purpose: candle is ~30x slower
 #    unoptimised).
 #
@@ -35,6 +35,14 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 step "starting RabbitMQ"
 RABBITMQ_URL=$(bash scripts/rabbitmq.sh)
 export RABBITMQ_URL
+
+# The chaos suite (tests/chaos.rs) puts nodes in network namespaces and cuts links with
+# iptables; install the tools when a fresh machine lacks them.
+if ! command -v ip >/dev/null 2>&1 || ! command -v iptables >/dev/null 2>&1; then
+    step "installing iproute2 and iptables for the chaos suite"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq iproute2 iptables >/dev/null
+fi
 
 step "cargo test --release --workspace"
 cargo test --release --workspace

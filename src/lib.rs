@@ -5,6 +5,7 @@
 //!   types every entry point shares;
 //! - [`http`]: the axum API (`/segment`, `/health*`, `/metrics`, `/cluster`);
 //! - [`runtime`]: one running node, from binding its addresses to draining on SIGTERM;
+//! - [`scaling`]: the autoscaling signal (the HPA rule over queue depth and slot demand);
 //! - [`uploads`]: safe paths under the shared uploads volume;
 //! - [`broker`]: the RabbitMQ drop-in: cooperative draining of `segmentation_tasks`, HTTP
 //!   callbacks, dead-lettering;
@@ -20,4 +21,5 @@ pub mod http;
 pub mod loadtest;
 pub mod node;
 pub mod runtime;
+pub mod scaling;
 pub mod uploads;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use spheromesh::broker::{run_consumer, BrokerArgs, BrokerConfig, BrokerStatus};
 use spheromesh::node::{Engine, ExecutorLimits, SyntheticSpec, SYNTHETIC_PREFIX};
 use spheromesh::runtime::{self, NodeConfig, Sidecar};
+use spheromesh::scaling::ScalingSettings;
 use spheromesh_inference::DecodeLimits;
 use spheromesh_mesh::security::key_from_secret;
 
@@ -84,6 +85,24 @@ pub(crate) struct NodeArgs {
     /// Largest accepted image, in pixels.
     #[arg(long, default_value_t = DecodeLimits::DEFAULT_MAX_PIXELS)]
     pub(crate) max_pixels: u64,
+    /// Autoscaling signal: RabbitMQ messages waiting per replica the mesh should hold at most.
+    #[arg(long, env = "SCALE_TARGET_QUEUE_PER_REPLICA", default_value_t = 10.0)]
+    pub(crate) scale_target_queue_per_replica: f64,
+    /// Autoscaling signal: tasks running or queued per slot the mesh should run at.
+    #[arg(long, env = "SCALE_TARGET_SLOT_UTILISATION", default_value_t = 0.7)]
+    pub(crate) scale_target_slot_utilisation: f64,
+    /// Autoscaling signal: a ratio to target within this of 1 changes nothing.
+    #[arg(long, env = "SCALE_TOLERANCE", default_value_t = 0.1)]
+    pub(crate) scale_tolerance: f64,
+    /// Autoscaling signal: seconds a lower recommendation must hold before it shows.
+    #[arg(long, env = "SCALE_DOWN_WINDOW_SECS", default_value_t = 300)]
+    pub(crate) scale_down_window_secs: u64,
+    /// Autoscaling signal: never recommend fewer nodes.
+    #[arg(long, env = "SCALE_MIN_REPLICAS", default_value_t = 1)]
+    pub(crate) scale_min_replicas: u32,
+    /// Autoscaling signal: never recommend more nodes.
+    #[arg(long, env = "SCALE_MAX_REPLICAS", default_value_t = 100)]
+    pub(crate) scale_max_replicas: u32,
     /// RabbitMQ consumer (on when a broker URL or host is given) and uploads root.
     #[command(flatten)]
     pub(crate) broker: BrokerArgs,
@@ -98,6 +117,15 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         max_bytes: args.max_bytes,
         max_pixels: args.max_pixels,
     };
+    let scaling = ScalingSettings {
+        queue_per_replica: args.scale_target_queue_per_replica,
+        slot_utilisation: args.scale_target_slot_utilisation,
+        tolerance: args.scale_tolerance,
+        scale_down_window: Duration::from_secs(args.scale_down_window_secs),
+        min_replicas: args.scale_min_replicas,
+        max_replicas: args.scale_max_replicas,
+    };
+    scaling.validate().context("autoscaling settings")?;
     let engine = load_engine(&args, limits)?;
     // Before joining the mesh, so no task waits for one-time kernel work.
     let measured_service = engine.warm_up().context("warming the model up")?;
@@ -144,6 +172,7 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
             .saturating_mul(1024 * 1024)
             .max(args.max_bytes + 64 * 1024),
         measured_service,
+        scaling,
     };
     let broker_config = BrokerConfig::from_args(&args.broker).context("RabbitMQ settings")?;
     let broker_status = broker_config.as_ref().map(|_| BrokerStatus::new());

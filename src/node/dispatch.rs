@@ -21,6 +21,7 @@ use super::engine::Engine;
 use super::executor::{Admission, Executor};
 use super::metrics;
 use super::peers::PeerTable;
+use super::stats::WorkCounters;
 use super::task::{SegmentTask, TaskError, TaskResult, TaskRunner};
 
 /// Service time assumed for a node that has not measured one yet.
@@ -44,6 +45,7 @@ pub struct Dispatcher {
     started: Instant,
     /// Milliseconds after `started` of the last client task, plus one (0: none yet).
     last_entry_ms: AtomicU64,
+    counters: WorkCounters,
 }
 
 impl Dispatcher {
@@ -65,7 +67,13 @@ impl Dispatcher {
             hedges: Mutex::new(HedgeBudget::default()),
             started: Instant::now(),
             last_entry_ms: AtomicU64::new(0),
+            counters: WorkCounters::default(),
         }
+    }
+
+    /// What this node has run, received and sent since it started.
+    pub fn counters(&self) -> &WorkCounters {
+        &self.counters
     }
 
     /// The load this node gossips: the executor's, and whether it takes client work.
@@ -203,6 +211,7 @@ impl Dispatcher {
         match self.run_admitted(admission, request, hops, deadline).await {
             Ok(result) => {
                 metrics::record_received("done");
+                self.counters.record_forwarded_in();
                 let polygons_json = serde_json::to_vec(&result.polygons).unwrap_or_default();
                 TaskResponse::Done {
                     polygons_json,
@@ -216,6 +225,7 @@ impl Dispatcher {
             }
             Err(error) => {
                 metrics::record_received("failed");
+                self.counters.record_forwarded_in();
                 let kind = match &error {
                     e if e.is_permanent() => FailureKind::BadImage,
                     TaskError::DeadlineExceeded => FailureKind::DeadlineExceeded,
@@ -256,7 +266,9 @@ impl Dispatcher {
             Err(TaskError::DeadlineExceeded) => "timeout",
             Err(_) => "error",
         };
-        metrics::record_processed(status, started.elapsed());
+        let took = started.elapsed();
+        metrics::record_processed(status, took);
+        self.counters.record_run(outcome.is_ok(), took);
         match outcome {
             Ok(run) => {
                 debug!(%task_id, hops, queue_wait_ms = run.queue_wait.as_millis(), "task done");
@@ -303,6 +315,7 @@ impl Dispatcher {
             .forward(addr, target.as_str(), &request, remaining)
             .await;
         drop(inflight);
+        self.counters.record_forwarded_out();
         match answer {
             Ok(TaskResponse::Done {
                 polygons_json,

@@ -105,6 +105,14 @@ impl Engine {
         matches!(self, Engine::Model(_))
     }
 
+    /// Where inference runs (`cpu`, `cuda:0`), or `synthetic` for the test double.
+    pub fn device_name(&self) -> String {
+        match self {
+            Engine::Model(s) => s.model().device_name(),
+            Engine::Synthetic { .. } => "synthetic".to_owned(),
+        }
+    }
+
     /// A short description for logs and `/health`.
     pub fn describe(&self) -> String {
         match self {

@@ -61,6 +61,16 @@ pub const BROKER_FROM_CACHE: &str = "mesh_broker_answered_from_cache_total";
 pub const BROKER_RECONNECTS: &str = "mesh_broker_reconnects_total";
 /// HTTP answers by `code` (status code).
 pub const HTTP_RESPONSES: &str = "mesh_http_responses_total";
+/// This process's CPU use as a share of all the node's cores (0..1).
+pub const PROCESS_CPU: &str = "spheromesh_process_cpu_ratio";
+/// This process's resident memory in bytes.
+pub const PROCESS_MEMORY: &str = "spheromesh_process_resident_memory_bytes";
+/// Ready nodes this node counts, itself included (the autoscaler's current replicas).
+pub const CURRENT_REPLICAS: &str = "spheromesh_current_replicas";
+/// Tasks running or queued per slot over the ready nodes (above 1 when tasks queue).
+pub const SLOT_UTILISATION: &str = "spheromesh_slot_utilisation";
+/// Nodes the mesh should have, by the HPA rule (see `crate::scaling`).
+pub const DESIRED_REPLICAS: &str = "spheromesh_desired_replicas";
 
 /// Installs the global recorder with the `instance` label and histogram buckets.
 ///
@@ -127,6 +137,19 @@ pub fn record_failover() {
 /// Counts a task refused because the whole mesh was full.
 pub fn record_busy() {
     counter!(TASKS_REFUSED_BUSY).increment(1);
+}
+
+/// Sets the process CPU share and resident memory.
+pub fn set_process(cpu_ratio: f64, resident_bytes: u64) {
+    gauge!(PROCESS_CPU).set(cpu_ratio);
+    gauge!(PROCESS_MEMORY).set(resident_bytes as f64);
+}
+
+/// Sets the autoscaling gauges.
+pub fn set_scaling(current: u32, slot_utilisation: f64, desired: u32) {
+    gauge!(CURRENT_REPLICAS).set(f64::from(current));
+    gauge!(SLOT_UTILISATION).set(slot_utilisation);
+    gauge!(DESIRED_REPLICAS).set(f64::from(desired));
 }
 
 /// Counts an HTTP answer.

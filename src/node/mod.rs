@@ -8,10 +8,12 @@ mod engine;
 mod executor;
 pub mod metrics;
 mod peers;
+mod stats;
 mod task;
 
 pub use dispatch::{Dispatcher, DEFAULT_SERVICE, ENTRY_WINDOW};
 pub use engine::{Engine, EngineOutput, SyntheticSpec, SYNTHETIC_PREFIX};
 pub use executor::{Admission, Executor, ExecutorLimits, LocalRun};
 pub use peers::{Inflight, PeerTable};
+pub use stats::WorkCounters;
 pub use task::{Policy, SegmentTask, TaskError, TaskResult, TaskRunner};

@@ -285,6 +285,8 @@ mod tests {
             generation: 1,
             version: None,
             queue_depth: None,
+            description: Default::default(),
+            stats: None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use spheromesh_mesh::security::ClusterKey;
 
 use crate::node::ExecutorLimits;
+use crate::scaling::ScalingSettings;
 
 /// Everything `spheromesh node` needs to run.
 #[derive(Debug, Clone)]
@@ -51,6 +52,8 @@ pub struct NodeConfig {
     /// Service time measured before joining (the model's second warm-up pass); the node
     /// advertises it until its first task is measured. `None` for the test double.
     pub measured_service: Option<Duration>,
+    /// Targets of the autoscaling signal (validated).
+    pub scaling: ScalingSettings,
 }
 
 impl NodeConfig {
@@ -119,6 +122,7 @@ mod tests {
             uploads_root: None,
             http_body_budget: 1,
             measured_service: None,
+            scaling: ScalingSettings::default(),
         }
     }
 

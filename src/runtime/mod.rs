@@ -8,6 +8,7 @@
 
 mod config;
 mod credentials;
+mod observe;
 mod signals;
 
 use std::future::Future;
@@ -16,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use spheromesh_mesh::membership::{Membership, MembershipConfig, NodeStatus};
+use spheromesh_mesh::membership::{Membership, MembershipConfig, NodeDescription, NodeStatus};
 use spheromesh_mesh::routing::{BreakerConfig, BreakerState};
 use spheromesh_mesh::security::ClusterKey;
 use spheromesh_mesh::transport::{
@@ -84,6 +85,10 @@ pub async fn run(
         cluster_key: Some(cluster_key),
         http_addr: Some(http_addr),
         quic_addr: Some(quic_addr),
+        description: NodeDescription {
+            device: Some(engine.device_name()),
+            model: Some(model_label(&config.model_path)),
+        },
         ..MembershipConfig::default()
     })
     .await
@@ -177,6 +182,7 @@ pub async fn run(
             broker.as_deref(),
             &prometheus,
             config.gossip_interval,
+            observe::Observer::new(config.scaling.clone()),
         ) => {}
     }
     let drain_started = Instant::now();
@@ -224,6 +230,15 @@ pub async fn run(
     Ok(())
 }
 
+/// The model as the cluster page names it: the file name of a path, or the test double's
+/// spec as given.
+fn model_label(model_path: &str) -> String {
+    std::path::Path::new(model_path).file_name().map_or_else(
+        || model_path.to_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 async fn wait_idle(executor: &Executor, within: Duration) {
     let until = Instant::now() + within;
     while executor.active() > 0 && Instant::now() < until {
@@ -251,6 +266,7 @@ async fn publish_loop(
     broker: Option<&BrokerStatus>,
     prometheus: &metrics_exporter_prometheus::PrometheusHandle,
     interval: Duration,
+    mut observer: observe::Observer,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -264,7 +280,9 @@ async fn publish_loop(
         // its presence as "pulls its own work" (see Dispatcher::startable_now).
         report.queue_depth = broker.map(|b| b.snapshot().queue_depth.unwrap_or(0));
         membership.publish(&report);
+        membership.publish_stats(&dispatcher.counters().snapshot());
         let peers = membership.peers();
+        observer.tick(dispatcher, &peers, report.queue_depth);
         dispatcher.peer_table().retain(&peers);
         metrics::update_mesh_gauges(
             &peers,

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use chitchat::FailureDetectorConfig;
 
+use super::node_state::NodeDescription;
 use crate::security::{ClusterKey, MAX_SENDER_ID_LEN};
 
 /// Default UDP port of gossip (the port memberlist and Serf use).
@@ -75,6 +76,8 @@ pub struct MembershipConfig {
     pub quic_addr: Option<SocketAddr>,
     /// Software version, published as `version`.
     pub version: String,
+    /// Device and model, published as `device` and `model` for operators.
+    pub description: NodeDescription,
 }
 
 impl Default for MembershipConfig {
@@ -93,6 +96,7 @@ impl Default for MembershipConfig {
             http_addr: None,
             quic_addr: None,
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            description: NodeDescription::default(),
         }
     }
 }

@@ -15,7 +15,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::config::{ConfigError, MembershipConfig};
-use super::node_state::{fixed_keys, LoadReport, NodeStatus, PeerAddresses, Publisher};
+use super::node_state::{
+    fixed_keys, LoadReport, NodeDescription, NodeStats, NodeStatus, PeerAddresses, Publisher,
+};
 use super::sealed_transport::{GossipStats, SealedTransport, TransportCounters};
 use super::seeds::SeedResolver;
 use super::supervisor::{start_chitchat, Supervisor};
@@ -40,6 +42,10 @@ pub struct Peer {
     pub version: Option<String>,
     /// The RabbitMQ queue depth it last saw, if it consumes from a broker.
     pub queue_depth: Option<u64>,
+    /// Its device and model, as it describes itself.
+    pub description: NodeDescription,
+    /// Its counters, once it has published them.
+    pub stats: Option<NodeStats>,
 }
 
 /// Wakes on every refresh of the live-peer snapshot; see [`Membership::subscribe`].
@@ -154,7 +160,12 @@ impl Membership {
         let transport = SealedTransport::new(sealer, config.node_id.clone(), counters.clone());
         let publisher = Publisher::new(
             NodeStatus::Starting,
-            fixed_keys(config.http_addr, config.quic_addr, &config.version),
+            fixed_keys(
+                config.http_addr,
+                config.quic_addr,
+                &config.version,
+                &config.description,
+            ),
         );
 
         // Resolve the seeds once before the first round, so that it is not wasted.
@@ -267,6 +278,11 @@ impl Membership {
     /// report wins).
     pub fn publish(&self, report: &LoadReport) {
         self.shared.publisher.set_load(report);
+    }
+
+    /// Publishes this node's counters for operators; written at most once per round.
+    pub fn publish_stats(&self, stats: &NodeStats) {
+        self.shared.publisher.set_stats(stats);
     }
 
     /// Publishes a new status at the next round.

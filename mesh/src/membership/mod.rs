@@ -23,7 +23,7 @@
 //!   replicas works (`seeds.rs`);
 //! * the generation id is the Unix time in milliseconds, so it grows with every restart;
 //! * each node publishes `status`, `active`, `capacity`, `queue_limit`, `service_ewma_ms`,
-//!   `http_addr`, `quic_addr` and `version`, load at most once per round, and peers read them
+//!   `http_addr`, `quic_addr`, `version`, `device`, `model` and `stats`, load at most once per round, and peers read them
 //!   as routing [`PeerView`](crate::routing::PeerView)s ([`Membership::peers`]);
 //! * a supervisor restarts chitchat's server if it panics or stops.
 //!
@@ -74,8 +74,9 @@ pub use config::{
 };
 pub use membership::{GossipHealth, Membership, MembershipError, Peer, PeerChanges, ShutdownError};
 pub use node_state::{
-    LoadReport, NodeStatus, PeerAddresses, UnknownStatus, KEY_ACTIVE, KEY_CAPACITY, KEY_ENTRY,
-    KEY_HTTP_ADDR, KEY_QUEUE_DEPTH, KEY_QUEUE_LIMIT, KEY_QUIC_ADDR, KEY_SERVICE_EWMA_MS,
-    KEY_STATUS, KEY_VERSION,
+    LoadReport, NodeDescription, NodeStats, NodeStatus, PeerAddresses, UnknownStatus, KEY_ACTIVE,
+    KEY_CAPACITY, KEY_DEVICE, KEY_ENTRY, KEY_HTTP_ADDR, KEY_MODEL, KEY_QUEUE_DEPTH,
+    KEY_QUEUE_LIMIT, KEY_QUIC_ADDR, KEY_SERVICE_EWMA_MS, KEY_STATS, KEY_STATUS, KEY_VERSION,
+    LATENCY_BUCKETS_MS,
 };
 pub use sealed_transport::GossipStats;

@@ -38,6 +38,12 @@ pub const KEY_QUIC_ADDR: &str = "quic_addr";
 pub const KEY_VERSION: &str = "version";
 /// Key of the RabbitMQ task queue depth the node last saw (absent without a broker).
 pub const KEY_QUEUE_DEPTH: &str = "queue_depth";
+/// Key of the node's work counters and latency histogram ([`NodeStats`]).
+pub const KEY_STATS: &str = "stats";
+/// Key of the compute device the node's model runs on (free text, for operators).
+pub const KEY_DEVICE: &str = "device";
+/// Key of the model the node serves (free text, for operators).
+pub const KEY_MODEL: &str = "model";
 /// Key saying whether the node takes client work itself (`1`) or not (`0`): entry nodes
 /// compete for their peers' free room, see `routing::Estimate::senders`.
 pub const KEY_ENTRY: &str = "entry";
@@ -105,6 +111,68 @@ pub struct LoadReport {
     pub entry: bool,
 }
 
+/// Upper bounds, in milliseconds, of the buckets of [`NodeStats::latency_buckets`]; a last
+/// bucket without bound follows.
+pub const LATENCY_BUCKETS_MS: [u64; 12] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 120_000,
+];
+
+/// What a node has done since it started, for operators (never for routing): counters and
+/// a histogram of the time its tasks took. Peers sum them into mesh totals.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeStats {
+    /// Tasks run here that succeeded.
+    pub done: u64,
+    /// Tasks run here that failed or timed out.
+    pub failed: u64,
+    /// Tasks peers sent here.
+    pub forwarded_in: u64,
+    /// Tasks this node sent to peers.
+    pub forwarded_out: u64,
+    /// Tasks run here by duration: `latency_buckets[i]` counts those within
+    /// `LATENCY_BUCKETS_MS[i]` and above the bound before; the last entry counts the rest.
+    /// Not cumulative; `LATENCY_BUCKETS_MS.len() + 1` entries when well formed.
+    pub latency_buckets: Vec<u64>,
+}
+
+impl NodeStats {
+    /// The gossiped text: `done failed in out b0,b1,...`.
+    fn encode(&self) -> String {
+        let buckets: Vec<String> = self.latency_buckets.iter().map(u64::to_string).collect();
+        format!(
+            "{} {} {} {} {}",
+            self.done,
+            self.failed,
+            self.forwarded_in,
+            self.forwarded_out,
+            buckets.join(",")
+        )
+    }
+
+    /// Reads [`NodeStats::encode`]'s text; `None` if it is malformed.
+    fn decode(text: &str) -> Option<NodeStats> {
+        let mut parts = text.split(' ');
+        let mut number = || parts.next()?.parse::<u64>().ok();
+        let (done, failed, forwarded_in, forwarded_out) =
+            (number()?, number()?, number()?, number()?);
+        let buckets = parts.next()?;
+        if parts.next().is_some() {
+            return None;
+        }
+        let latency_buckets = buckets
+            .split(',')
+            .map(|b| b.parse::<u64>().ok())
+            .collect::<Option<Vec<u64>>>()?;
+        (latency_buckets.len() == LATENCY_BUCKETS_MS.len() + 1).then_some(NodeStats {
+            done,
+            failed,
+            forwarded_in,
+            forwarded_out,
+            latency_buckets,
+        })
+    }
+}
+
 /// Addresses a peer publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddresses {
@@ -126,6 +194,7 @@ pub(crate) struct Publisher {
 struct Published {
     status: NodeStatus,
     load: Option<LoadReport>,
+    stats: Option<NodeStats>,
     /// Static keys: addresses and version.
     fixed: Vec<(&'static str, String)>,
     dirty: bool,
@@ -138,6 +207,7 @@ impl Publisher {
             inner: Mutex::new(Published {
                 status,
                 load: None,
+                stats: None,
                 fixed,
                 dirty: false,
             }),
@@ -149,6 +219,13 @@ impl Publisher {
         let mut inner = self.lock();
         inner.dirty |= inner.load.as_ref() != Some(report);
         inner.load = Some(report.clone());
+    }
+
+    /// Replaces the counters to publish at the next flush.
+    pub(crate) fn set_stats(&self, stats: &NodeStats) {
+        let mut inner = self.lock();
+        inner.dirty |= inner.stats.as_ref() != Some(stats);
+        inner.stats = Some(stats.clone());
     }
 
     /// Replaces the status to publish at the next flush.
@@ -203,18 +280,35 @@ impl Published {
                     .map(|depth| (KEY_QUEUE_DEPTH.to_owned(), depth.to_string())),
             );
         }
+        kvs.extend(
+            self.stats
+                .as_ref()
+                .map(|stats| (KEY_STATS.to_owned(), stats.encode())),
+        );
         kvs.extend(self.fixed.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         kvs
     }
 }
 
-/// The static keys of a node: its addresses and version.
+/// What a node says about itself for operators: free text, never read by routing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NodeDescription {
+    /// The compute device its model runs on, e.g. `cpu` or `cuda:0`.
+    pub device: Option<String>,
+    /// The model it serves, e.g. a file name.
+    pub model: Option<String>,
+}
+
+/// The static keys of a node: its addresses, version and description.
 pub(crate) fn fixed_keys(
     http: Option<SocketAddr>,
     quic: Option<SocketAddr>,
     version: &str,
+    description: &NodeDescription,
 ) -> Vec<(&'static str, String)> {
     let mut keys = vec![(KEY_VERSION, version.to_owned())];
+    keys.extend(description.device.clone().map(|d| (KEY_DEVICE, d)));
+    keys.extend(description.model.clone().map(|m| (KEY_MODEL, m)));
     keys.extend(http.map(|addr| (KEY_HTTP_ADDR, addr.to_string())));
     keys.extend(quic.map(|addr| (KEY_QUIC_ADDR, addr.to_string())));
     keys
@@ -239,6 +333,8 @@ pub(crate) struct ParsedPeer {
     pub(crate) addresses: PeerAddresses,
     pub(crate) version: Option<String>,
     pub(crate) queue_depth: Option<u64>,
+    pub(crate) description: NodeDescription,
+    pub(crate) stats: Option<NodeStats>,
 }
 
 /// Reads a peer's keys through `get`. The peer is ready only if its status is `ready` and its
@@ -286,6 +382,11 @@ pub(crate) fn parse_peer<'a>(
         addresses,
         version: get(KEY_VERSION).map(str::to_owned),
         queue_depth: load.queue_depth,
+        description: NodeDescription {
+            device: get(KEY_DEVICE).map(str::to_owned),
+            model: get(KEY_MODEL).map(str::to_owned),
+        },
+        stats: get(KEY_STATS).and_then(NodeStats::decode),
     }
 }
 
@@ -308,7 +409,15 @@ mod tests {
         let http = SocketAddr::from(([10, 0, 0, 2], 8000));
         Publisher::new(
             NodeStatus::Starting,
-            fixed_keys(Some(http), Some(quic), "1.2.3"),
+            fixed_keys(
+                Some(http),
+                Some(quic),
+                "1.2.3",
+                &NodeDescription {
+                    device: Some("cuda:0".into()),
+                    model: Some("m.safetensors".into()),
+                },
+            ),
         )
     }
 
@@ -357,6 +466,8 @@ mod tests {
             Some(SocketAddr::from(([10, 0, 0, 2], 8000)))
         );
         assert_eq!(parsed.version.as_deref(), Some("1.2.3"));
+        assert_eq!(parsed.description.device.as_deref(), Some("cuda:0"));
+        assert_eq!(parsed.description.model.as_deref(), Some("m.safetensors"));
 
         // No EWMA yet is fine; draining is never ready.
         publisher.set_load(&LoadReport {
@@ -425,5 +536,37 @@ mod tests {
         assert!(publisher.take_changes().is_none());
         publisher.set_status(NodeStatus::Draining);
         assert!(publisher.take_changes().is_some());
+    }
+
+    #[test]
+    fn stats_round_trip_and_garbled_stats_are_absent() {
+        let publisher = publisher();
+        assert_eq!(parse(&publisher.all()).stats, None);
+        let stats = NodeStats {
+            done: 7,
+            failed: 1,
+            forwarded_in: 3,
+            forwarded_out: 2,
+            latency_buckets: (0..=LATENCY_BUCKETS_MS.len() as u64).collect(),
+        };
+        publisher.set_stats(&stats);
+        assert!(publisher.take_changes().is_some());
+        publisher.set_stats(&stats);
+        assert!(
+            publisher.take_changes().is_none(),
+            "same stats are no change"
+        );
+        assert_eq!(parse(&publisher.all()).stats, Some(stats.clone()));
+        for bad in [
+            "",
+            "1 2 3",
+            "1 2 3 4 5",
+            "1 2 3 4 1,2",
+            "a 2 3 4 0,0,0,0,0,0,0,0,0,0,0,0,0",
+            "1 2 3 4 0,0,0,0,0,0,0,0,0,0,0,0,0 9",
+        ] {
+            let kvs = vec![(KEY_STATS.to_owned(), bad.to_owned())];
+            assert_eq!(parse(&kvs).stats, None, "{bad:?}");
+        }
     }
 }

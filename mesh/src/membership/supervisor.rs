@@ -318,6 +318,8 @@ impl Supervisor {
                 generation: chitchat_id.generation_id,
                 version: parsed.version,
                 queue_depth: parsed.queue_depth,
+                description: parsed.description,
+                stats: parsed.stats,
             };
             match newest.get(&peer.id) {
                 Some(other) if other.generation > peer.generation => {}
@@ -446,6 +448,8 @@ mod tests {
             generation: 1,
             version: None,
             queue_depth: None,
+            description: Default::default(),
+            stats: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! - [`node`]: executor, dispatch (local or forward over the mesh), metrics, and the task
 //!   types every entry point shares;
 //! - [`http`]: the axum API (`/segment`, `/health*`, `/metrics`, `/cluster`);
+//! - [`logging`]: human or JSON log lines (instance id on every line, task spans);
 //! - [`runtime`]: one running node, from binding its addresses to draining on SIGTERM;
 //! - [`scaling`]: the autoscaling signal (the HPA rule over queue depth and slot demand);
 //! - [`uploads`]: safe paths under the shared uploads volume;
@@ -19,6 +20,7 @@
 pub mod broker;
 pub mod http;
 pub mod loadtest;
+pub mod logging;
 pub mod node;
 pub mod runtime;
 pub mod scaling;

@@ -12,13 +12,8 @@ use clap::Parser;
 fn main() -> ExitCode {
     drop_empty_env_vars();
     spheromesh_inference::keep_freed_memory_for_reuse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = commands::Cli::parse();
+    spheromesh::logging::init(cli.log_format, &cli.instance_for_logs());
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -12,6 +12,7 @@ mod up;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use spheromesh::logging::LogFormat;
 
 /// Default location of the shipped model, relative to the working directory.
 pub(crate) const SHIPPED_MODEL: &str = "models/spheroid-resunet-small.safetensors";
@@ -20,8 +21,24 @@ pub(crate) const SHIPPED_MODEL: &str = "models/spheroid-resunet-small.safetensor
 #[derive(Debug, Parser)]
 #[command(version, about)]
 pub(crate) struct Cli {
+    /// Log lines: human (default) or json (one object per line, instance id on each).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// The instance id every log line carries: the node's id for `node`, else the host name.
+    pub(crate) fn instance_for_logs(&self) -> String {
+        let from_node = match &self.command {
+            Command::Node(args) => args.instance_id.clone().filter(|s| !s.trim().is_empty()),
+            _ => None,
+        };
+        from_node
+            .or_else(sysinfo::System::host_name)
+            .unwrap_or_else(|| "unknown".to_owned())
+    }
 }
 
 #[derive(Debug, Subcommand)]

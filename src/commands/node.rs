@@ -8,6 +8,7 @@ use anyhow::Context;
 use std::sync::Arc;
 
 use spheromesh::broker::{run_consumer, BrokerArgs, BrokerConfig, BrokerStatus};
+use spheromesh::http::ApiToken;
 use spheromesh::node::{Engine, ExecutorLimits, SyntheticSpec, SYNTHETIC_PREFIX};
 use spheromesh::runtime::{self, NodeConfig, Sidecar};
 use spheromesh::scaling::ScalingSettings;
@@ -85,6 +86,18 @@ pub(crate) struct NodeArgs {
     /// Largest accepted image, in pixels.
     #[arg(long, default_value_t = DecodeLimits::DEFAULT_MAX_PIXELS)]
     pub(crate) max_pixels: u64,
+    /// Bearer token every HTTP route but /health, /health/live and /health/ready requires
+    /// (16+ visible ASCII characters); unset: the API is open, as the old service was.
+    #[arg(
+        long,
+        env = "API_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "api_token_file"
+    )]
+    pub(crate) api_token: Option<String>,
+    /// File holding the API token (e.g. a Docker or Kubernetes secret).
+    #[arg(long, env = "API_TOKEN_FILE")]
+    pub(crate) api_token_file: Option<PathBuf>,
     /// Autoscaling signal: RabbitMQ messages waiting per replica the mesh should hold at most.
     #[arg(long, env = "SCALE_TARGET_QUEUE_PER_REPLICA", default_value_t = 10.0)]
     pub(crate) scale_target_queue_per_replica: f64,
@@ -126,6 +139,15 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         max_replicas: args.scale_max_replicas,
     };
     scaling.validate().context("autoscaling settings")?;
+    let api_token = match (&args.api_token, &args.api_token_file) {
+        (Some(token), _) => Some(ApiToken::new(token).context("API_TOKEN")?),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading API_TOKEN_FILE {}", path.display()))?;
+            Some(ApiToken::new(&text).context("API_TOKEN_FILE")?)
+        }
+        (None, None) => None,
+    };
     let engine = load_engine(&args, limits)?;
     // Before joining the mesh, so no task waits for one-time kernel work.
     let measured_service = engine.warm_up().context("warming the model up")?;
@@ -173,6 +195,7 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
             .max(args.max_bytes + 64 * 1024),
         measured_service,
         scaling,
+        api_token,
     };
     let broker_config = BrokerConfig::from_args(&args.broker).context("RabbitMQ settings")?;
     let broker_status = broker_config.as_ref().map(|_| BrokerStatus::new());

@@ -5,6 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::schema::ErrorBody;
 use crate::node::metrics;
 use crate::node::TaskError;
 
@@ -26,6 +27,21 @@ impl ApiError {
             message: message.into(),
             retry_after_secs: None,
         }
+    }
+
+    /// The same error, telling the client to wait `secs` seconds (`Retry-After`).
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// 401: the API token is missing or wrong.
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this node requires an API token: send Authorization: Bearer <token>",
+        )
     }
 
     /// 400: the request is malformed.
@@ -62,7 +78,10 @@ impl From<TaskError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         metrics::record_http(self.status.as_u16());
-        let body = Json(serde_json::json!({"error": self.message, "code": self.code}));
+        let body = Json(ErrorBody {
+            error: self.message,
+            code: self.code.to_owned(),
+        });
         let mut response = (self.status, body).into_response();
         if let Some(secs) = self.retry_after_secs {
             response

@@ -17,9 +17,18 @@ use axum::Json;
 use spheromesh_mesh::membership::GossipHealth;
 use sysinfo::{Disks, MemoryRefreshKind, System};
 
+use super::schema::{
+    HealthResponse, LoadBody, MeshHealth, ModelHealth, ProbeStatus, Processing, Resources,
+};
 use super::AppState;
 use crate::node::TaskRunner;
 
+/// The node's state, in the old service's shape plus the mesh.
+#[utoipa::path(get, path = "/health", tag = "health",
+    responses(
+        (status = 200, description = "This node can accept work (status healthy or degraded)", body = HealthResponse),
+        (status = 503, description = "Draining or not yet serving (status unhealthy)", body = HealthResponse),
+    ))]
 pub(crate) async fn health(State(state): State<AppState>) -> Response {
     let executor = state.dispatcher.executor();
     let peers = state.dispatcher.membership().peers();
@@ -40,44 +49,43 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
     };
     let model_path = state.model_path.clone();
     let model_size = std::fs::metadata(&model_path).ok().map(|m| m.len());
-    let resources = state.resources();
     let limits = executor.limits();
     let load = executor.load_report();
-    let body = serde_json::json!({
-        "status": status,
-        "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        "instance_id": state.dispatcher.instance_id(),
-        "model_path": model_path,
-        "model_exists": model_size.is_some() || state.engine_is_synthetic,
-        "model": {
-            "path": model_path,
-            "exists": model_size.is_some(),
-            "size_mb": model_size.map(|b| b as f64 / (1024.0 * 1024.0)),
-            "engine": executor.engine().describe(),
+    let body = HealthResponse {
+        status: status.to_owned(),
+        timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        instance_id: state.dispatcher.instance_id().to_owned(),
+        model_path: model_path.clone(),
+        model_exists: model_size.is_some() || state.engine_is_synthetic,
+        model: ModelHealth {
+            path: model_path,
+            exists: model_size.is_some(),
+            size_mb: model_size.map(|b| b as f64 / (1024.0 * 1024.0)),
+            engine: executor.engine().describe(),
         },
-        "resources": resources,
-        "processing": {
-            "active_tasks": executor.active(),
-            "max_concurrent": limits.capacity,
-            "queue_limit": limits.queue_limit,
-            "rabbitmq_connected": broker_connected.unwrap_or(false),
-            "prefetch_count": state.broker_prefetch(),
+        resources: state.resources(),
+        processing: Processing {
+            active_tasks: executor.active(),
+            max_concurrent: limits.capacity,
+            queue_limit: limits.queue_limit,
+            rabbitmq_connected: broker_connected.unwrap_or(false),
+            prefetch_count: state.broker_prefetch(),
         },
-        "mesh": {
-            "generation": state.dispatcher.membership().generation(),
-            "draining": draining,
-            "peers": peers.len(),
-            "ready_peers": ready_peers,
-            "startable_now": state.dispatcher.startable_now(),
-            "room_now": room_now,
-            "load": {
-                "active": load.active,
-                "capacity": load.capacity,
-                "queue_limit": load.queue_limit,
-                "service_ewma_ms": load.service_ewma.map(|d| d.as_secs_f64() * 1e3),
+        mesh: MeshHealth {
+            generation: state.dispatcher.membership().generation(),
+            draining,
+            peers: peers.len(),
+            ready_peers,
+            startable_now: state.dispatcher.startable_now(),
+            room_now,
+            load: LoadBody {
+                active: load.active,
+                capacity: load.capacity,
+                queue_limit: load.queue_limit,
+                service_ewma_ms: load.service_ewma.map(|d| d.as_secs_f64() * 1e3),
             },
         },
-    });
+    };
     let code = if can_take_work {
         StatusCode::OK
     } else {
@@ -89,41 +97,48 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
 /// 200 while the process and its membership task work; 503 when the membership task has
 /// stopped or hung, which nothing inside the process can repair (it restarts the gossip
 /// server it owns, not itself): the orchestrator's liveness probe restarts the node.
+#[utoipa::path(get, path = "/health/live", tag = "health",
+    responses(
+        (status = 200, description = "The process and its membership task run", body = ProbeStatus),
+        (status = 503, description = "The membership task stopped or hung: restart the node", body = ProbeStatus),
+    ))]
 pub(crate) async fn live(State(state): State<AppState>) -> Response {
-    match state.dispatcher.membership().gossip_health() {
-        GossipHealth::Running => {
-            (StatusCode::OK, Json(serde_json::json!({"status": "alive"}))).into_response()
-        }
+    let (code, status, since_secs) = match state.dispatcher.membership().gossip_health() {
+        GossipHealth::Running => (StatusCode::OK, "alive", None),
         GossipHealth::Stuck { since } => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({
-                "status": "gossip_stuck",
-                "since_secs": since.as_secs_f64(),
-            })),
-        )
-            .into_response(),
-        GossipHealth::Stopped => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "gossip_stopped"})),
-        )
-            .into_response(),
+            "gossip_stuck",
+            Some(since.as_secs_f64()),
+        ),
+        GossipHealth::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "gossip_stopped", None),
+    };
+    probe(code, status, since_secs)
+}
+
+/// 200 while the node serves; 503 before it serves and once it drains.
+#[utoipa::path(get, path = "/health/ready", tag = "health",
+    responses(
+        (status = 200, description = "Serving", body = ProbeStatus),
+        (status = 503, description = "Starting or draining", body = ProbeStatus),
+    ))]
+pub(crate) async fn ready(State(state): State<AppState>) -> Response {
+    if state.ready.load(Ordering::Acquire) && !state.dispatcher.executor().is_draining() {
+        probe(StatusCode::OK, "ready", None)
+    } else {
+        probe(StatusCode::SERVICE_UNAVAILABLE, "not_ready", None)
     }
 }
 
-pub(crate) async fn ready(State(state): State<AppState>) -> Response {
-    if state.ready.load(Ordering::Acquire) && !state.dispatcher.executor().is_draining() {
-        (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))).into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "not_ready"})),
-        )
-            .into_response()
-    }
+fn probe(code: StatusCode, status: &str, since_secs: Option<f64>) -> Response {
+    let body = ProbeStatus {
+        status: status.to_owned(),
+        since_secs,
+    };
+    (code, Json(body)).into_response()
 }
 
 /// CPU, memory and disk figures for `/health`.
-pub(crate) fn sample_resources(system: &mut System) -> serde_json::Value {
+pub(crate) fn sample_resources(system: &mut System) -> Resources {
     system.refresh_cpu_usage();
     system.refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
     let total = system.total_memory().max(1);
@@ -140,11 +155,11 @@ pub(crate) fn sample_resources(system: &mut System) -> serde_json::Value {
         let free = d.available_space() as f64;
         (100.0 * (total - free) / total, free / 1e9)
     });
-    serde_json::json!({
-        "cpu_percent": system.global_cpu_usage(),
-        "memory_percent": 100.0 * (total - available.min(total)) as f64 / total as f64,
-        "memory_available_mb": available as f64 / (1024.0 * 1024.0),
-        "disk_percent": disk_percent,
-        "disk_free_gb": disk_free_gb,
-    })
+    Resources {
+        cpu_percent: system.global_cpu_usage(),
+        memory_percent: 100.0 * (total - available.min(total)) as f64 / total as f64,
+        memory_available_mb: available as f64 / (1024.0 * 1024.0),
+        disk_percent,
+        disk_free_gb,
+    }
 }

@@ -1,9 +1,16 @@
 //! The HTTP API every node serves (axum): `POST /segment`, `GET /health`,
-//! `/health/live`, `/health/ready`, `/metrics`, `/cluster`.
+//! `/health/live`, `/health/ready`, `/metrics`, `/cluster`, the cluster page
+//! (`/dashboard`, `/dashboard/events`, `/dashboard/snapshot`, `/` redirecting to it) and
+//! `/openapi.json`, the OpenAPI 3 document generated from the handlers (checked in as
+//! `docs/openapi.json`). Every error, unknown routes and methods included, is JSON
+//! `{"error", "code"}`.
 
+mod auth;
 mod cluster;
+mod dashboard;
 mod error;
 mod health;
+mod schema;
 mod segment;
 
 use std::net::SocketAddr;
@@ -14,11 +21,17 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::Router;
+use axum::routing::get;
+use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+pub use auth::{ApiToken, TokenError, MIN_TOKEN_LEN};
+pub use dashboard::Dashboard;
 pub use error::ApiError;
+pub use schema::{ErrorBody, SegmentResponse};
 
 use crate::broker::BrokerStatus;
 use crate::node::{Dispatcher, TaskRunner};
@@ -62,6 +75,12 @@ pub struct AppInner {
     /// 32-bit count per request); a request that does not fit is refused with 503 before
     /// its body is read, so a flood cannot grow memory without bound.
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// A live peer silent this long shows as `suspect` on the cluster page.
+    pub suspect_after: Duration,
+    /// The cluster page's history.
+    pub dashboard: Dashboard,
+    /// When set, every route but the health probes requires it.
+    pub api_token: Option<ApiToken>,
 }
 
 /// Shared state of the handlers.
@@ -78,7 +97,7 @@ impl AppInner {
             .map_or(0, |b| b.snapshot().prefetch_bound)
     }
 
-    fn resources(&self) -> serde_json::Value {
+    fn resources(&self) -> schema::Resources {
         let mut system = self.system.lock().unwrap_or_else(PoisonError::into_inner);
         health::sample_resources(&mut system)
     }
@@ -88,20 +107,88 @@ impl AppInner {
     }
 }
 
-/// The router of the API.
+/// The router of the API and its OpenAPI document.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.dispatcher.executor().engine().limits().max_bytes + 64 * 1024;
-    Router::new()
-        .route("/segment", post(segment::segment))
-        .route("/health", get(health::health))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/metrics", get(metrics))
-        .route("/cluster", get(cluster::cluster))
+    let (router, api) = api_router().split_for_parts();
+    let api = Arc::new(api);
+    router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let api = Arc::clone(&api);
+                async move { Json(api.as_ref().clone()) }
+            }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::require_token,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
+/// The OpenAPI document the node serves at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(segment::segment))
+        .routes(routes!(health::health))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(metrics))
+        .routes(routes!(cluster::cluster))
+        .routes(routes!(dashboard::root))
+        .routes(routes!(dashboard::page))
+        .routes(routes!(dashboard::snapshot))
+        .routes(routes!(dashboard::events))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "spheromesh node API",
+        description = "Every node of the mesh serves this API; any node is an entry point. \
+            Errors are JSON {\"error\", \"code\"}. With API_TOKEN set, every route but \
+            /health, /health/live and /health/ready needs Authorization: Bearer <token>.",
+        license(name = "MIT"),
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "segmentation", description = "Segment an image"),
+        (name = "health", description = "Probes for the backend and orchestrators"),
+        (name = "mesh", description = "The mesh as this node sees it"),
+        (name = "dashboard", description = "The cluster page"),
+        (name = "metrics", description = "Prometheus"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Prometheus metrics of this node (text exposition format 0.0.4).
+#[utoipa::path(get, path = "/metrics", tag = "metrics",
+    responses(
+        (status = 200, description = "Every series, labelled with this node's instance id", content_type = "text/plain"),
+        (status = 401, description = "API token missing or wrong (only when the node has one)", body = ErrorBody),
+    ))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
@@ -109,5 +196,24 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         state.prometheus.render(),
+    )
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route {}; see /openapi.json", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{method} is not allowed on {}; see /openapi.json",
+            uri.path()
+        ),
     )
 }

@@ -4,41 +4,56 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::body::{to_bytes, Body};
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
-use axum::http::{header, StatusCode};
-use axum::Json;
-use serde::Deserialize;
-
 use super::error::ApiError;
+use super::schema::{ErrorBody, PathRequest, SegmentQuery, SegmentResponse, SegmentUpload};
 use super::AppState;
 use crate::node::metrics;
 use crate::node::{Policy, SegmentTask, TaskError};
 use crate::uploads::PathError;
-
-/// Query parameters of `POST /segment`.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct SegmentQuery {
-    threshold: Option<f32>,
-    simplify: Option<f64>,
-    timeout_ms: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PathRequest {
-    image_path: String,
-    threshold: Option<f32>,
-}
+use axum::body::{to_bytes, Body};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::Json;
 
 /// Extra bytes allowed on top of the image limit for multipart framing and JSON.
 const ENVELOPE_BYTES: usize = 64 * 1024;
 
+/// Segments one image: outlines of spheroids and their holes.
+#[utoipa::path(post, path = "/segment", tag = "segmentation",
+    params(SegmentQuery),
+    request_body(description = "The image: raw bytes, a multipart field `image`, or JSON naming a file under the uploads root",
+        content(
+            (Vec<u8> = "image/png"),
+            (Vec<u8> = "image/jpeg"),
+            (Vec<u8> = "image/tiff"),
+            (Vec<u8> = "application/octet-stream"),
+            (SegmentUpload = "multipart/form-data"),
+            (PathRequest = "application/json"),
+        )),
+    responses(
+        (status = 200, description = "Segmented", body = SegmentResponse),
+        (status = 400, description = "Malformed request (query, body, multipart)", body = ErrorBody),
+        (status = 401, description = "API token missing or wrong (only when the node has one)", body = ErrorBody),
+        (status = 403, description = "`image_path` leaves the uploads root", body = ErrorBody),
+        (status = 404, description = "`image_path` names no file", body = ErrorBody),
+        (status = 413, description = "Image or body above the size limit", body = ErrorBody),
+        (status = 415, description = "Unsupported content type or image format", body = ErrorBody),
+        (status = 422, description = "Not a decodable image", body = ErrorBody),
+        (status = 503, description = "No node has room, or this node drains: retry after `Retry-After` seconds", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 504, description = "The deadline passed before a node finished", body = ErrorBody),
+    ))]
 pub(crate) async fn segment(
     State(state): State<AppState>,
-    Query(query): Query<SegmentQuery>,
+    query: Result<Query<SegmentQuery>, QueryRejection>,
     request: Request,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SegmentResponse>, ApiError> {
     let received = Instant::now();
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::bad_request(format!("invalid query string: {}", rejection.body_text()))
+    })?;
+    validate_query(&query)?;
     let max_bytes = state.dispatcher.executor().engine().limits().max_bytes;
     let content_type = request
         .headers()
@@ -114,17 +129,39 @@ pub(crate) async fn segment(
     let task_id = task.task_id.clone();
     let result = state.dispatcher.place(task, Policy::Fastest).await?;
     metrics::record_http(200);
-    Ok(Json(serde_json::json!({
-        "task_id": task_id,
-        "polygons": result.polygons,
-        "processing_time": result.processing_time.as_secs_f64(),
-        "processed_by": result.processed_by,
-        "entry_node": result.entry_node,
-        "hops": result.hops,
-        "image_width": result.width,
-        "image_height": result.height,
-        "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-    })))
+    Ok(Json(SegmentResponse {
+        task_id,
+        polygons: result.polygons,
+        processing_time: result.processing_time.as_secs_f64(),
+        processed_by: result.processed_by,
+        entry_node: result.entry_node,
+        hops: result.hops,
+        image_width: result.width,
+        image_height: result.height,
+        timestamp: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+    }))
+}
+
+/// Refuses query values the schema excludes, before any body is read.
+fn validate_query(query: &SegmentQuery) -> Result<(), ApiError> {
+    if let Some(t) = query.threshold {
+        if !(t > 0.0 && t < 1.0) {
+            return Err(ApiError::bad_request(format!(
+                "threshold must be strictly between 0 and 1, got {t}"
+            )));
+        }
+    }
+    if let Some(s) = query.simplify {
+        if !(s >= 0.0 && s.is_finite()) {
+            return Err(ApiError::bad_request(format!(
+                "simplify must be a finite number of pixels at least 0, got {s}"
+            )));
+        }
+    }
+    if query.timeout_ms == Some(0) {
+        return Err(ApiError::bad_request("timeout_ms must be at least 1"));
+    }
+    Ok(())
 }
 
 /// Reads and drops a refused request's body one frame at a time (memory stays at one

@@ -14,7 +14,7 @@ use spheromesh_mesh::protocol::{FailureKind, TaskRequest, TaskResponse};
 use spheromesh_mesh::routing::{self, Estimate, HedgeBudget, Inputs, NodeId, Plan, Policy};
 use spheromesh_mesh::transport::ForwardClient;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::driver::{self, Attempt, DriverEvent, Env, HealthSignal, SendResult};
 use super::engine::Engine;
@@ -137,6 +137,34 @@ impl Dispatcher {
     /// [`TaskError`]: invalid input, busy when no node has room, deadline exceeded, or the
     /// task's own failure on the node that ran it.
     pub async fn place(&self, task: SegmentTask, policy: Policy) -> Result<TaskResult, TaskError> {
+        let span = info_span!(
+            "task",
+            task_id = %task.task_id,
+            entry_node = %self.instance_id,
+            processed_by = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let outcome = self
+            .place_in_span(task, policy)
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        let took_ms = started.elapsed().as_millis() as u64;
+        match &outcome {
+            Ok(result) => {
+                span.record("processed_by", result.processed_by.as_str());
+                info!(hops = result.hops, took_ms, "task done");
+            }
+            Err(error) => info!(code = error.code(), %error, took_ms, "task not done"),
+        }
+        outcome
+    }
+
+    async fn place_in_span(
+        &self,
+        task: SegmentTask,
+        policy: Policy,
+    ) -> Result<TaskResult, TaskError> {
         Engine::precheck(self.executor.engine().limits(), &task.image, task.threshold)?;
         let since_start = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_entry_ms
@@ -183,6 +211,16 @@ impl Dispatcher {
 
     /// Runs a task that a peer forwarded here; it is never forwarded again.
     pub async fn run_forwarded(&self, request: TaskRequest) -> TaskResponse {
+        let span = info_span!(
+            "forwarded_task",
+            task_id = %request.task_id,
+            entry_node = %request.entry_node,
+            processed_by = %self.instance_id,
+        );
+        self.run_forwarded_in_span(request).instrument(span).await
+    }
+
+    async fn run_forwarded_in_span(&self, request: TaskRequest) -> TaskResponse {
         if self.executor.is_draining() {
             metrics::record_received("shutting_down");
             return TaskResponse::Failed {

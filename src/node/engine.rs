@@ -271,6 +271,15 @@ fn map_error(error: SegmentError) -> TaskError {
     }
 }
 
+/// The model as operators see it named: the file name of a path, or the test double's spec
+/// as given.
+pub fn model_label(model_path: &str) -> String {
+    std::path::Path::new(model_path).file_name().map_or_else(
+        || model_path.to_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ mod stats;
 mod task;
 
 pub use dispatch::{Dispatcher, DEFAULT_SERVICE, ENTRY_WINDOW};
-pub use engine::{Engine, EngineOutput, SyntheticSpec, SYNTHETIC_PREFIX};
+pub use engine::{model_label, Engine, EngineOutput, SyntheticSpec, SYNTHETIC_PREFIX};
 pub use executor::{Admission, Executor, ExecutorLimits, LocalRun};
 pub use peers::{Inflight, PeerTable};
 pub use stats::WorkCounters;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use spheromesh_mesh::security::ClusterKey;
 
+use crate::http::ApiToken;
 use crate::node::ExecutorLimits;
 use crate::scaling::ScalingSettings;
 
@@ -52,6 +53,8 @@ pub struct NodeConfig {
     /// Service time measured before joining (the model's second warm-up pass); the node
     /// advertises it until its first task is measured. `None` for the test double.
     pub measured_service: Option<Duration>,
+    /// When set, every HTTP route but the health probes requires this bearer token.
+    pub api_token: Option<ApiToken>,
     /// Targets of the autoscaling signal (validated).
     pub scaling: ScalingSettings,
 }
@@ -123,6 +126,7 @@ mod tests {
             http_body_budget: 1,
             measured_service: None,
             scaling: ScalingSettings::default(),
+            api_token: None,
         }
     }
 

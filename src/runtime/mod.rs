@@ -31,7 +31,7 @@ pub use config::NodeConfig;
 pub use signals::shutdown_signal;
 
 use crate::broker::BrokerStatus;
-use crate::http::{self, AppInner, NodeAddresses};
+use crate::http::{self, AppInner, Dashboard, NodeAddresses};
 use crate::node::{metrics, Dispatcher, Engine, Executor, PeerTable};
 use crate::uploads::UploadsRoot;
 
@@ -87,7 +87,7 @@ pub async fn run(
         quic_addr: Some(quic_addr),
         description: NodeDescription {
             device: Some(engine.device_name()),
-            model: Some(model_label(&config.model_path)),
+            model: Some(crate::node::model_label(&config.model_path)),
         },
         ..MembershipConfig::default()
     })
@@ -131,6 +131,9 @@ pub async fn run(
         broker: broker.clone(),
         system: Mutex::new(sysinfo::System::new()),
         body_budget: Arc::new(tokio::sync::Semaphore::new(config.http_body_budget)),
+        suspect_after: config.dead_after / 2,
+        dashboard: Dashboard::default(),
+        api_token: config.api_token.clone(),
     });
     let http_stop = CancellationToken::new();
     let http_task = tokio::spawn({
@@ -177,6 +180,7 @@ pub async fn run(
     tokio::select! {
         () = shutdown => {}
         () = publish_loop(
+            &state,
             &dispatcher,
             &quic_server,
             broker.as_deref(),
@@ -230,15 +234,6 @@ pub async fn run(
     Ok(())
 }
 
-/// The model as the cluster page names it: the file name of a path, or the test double's
-/// spec as given.
-fn model_label(model_path: &str) -> String {
-    std::path::Path::new(model_path).file_name().map_or_else(
-        || model_path.to_owned(),
-        |n| n.to_string_lossy().into_owned(),
-    )
-}
-
 async fn wait_idle(executor: &Executor, within: Duration) {
     let until = Instant::now() + within;
     while executor.active() > 0 && Instant::now() < until {
@@ -258,9 +253,11 @@ async fn stop_quic(server: ServerHandle) {
     }
 }
 
-/// Publishes this node's load once per gossip round and refreshes the mesh gauges; runs
+/// Publishes this node's load and counters once per gossip round, refreshes the mesh and
+/// scaling gauges and feeds the cluster page's history; runs
 /// until the caller stops polling it.
 async fn publish_loop(
+    state: &AppInner,
     dispatcher: &Dispatcher,
     quic_server: &ServerHandle,
     broker: Option<&BrokerStatus>,
@@ -283,6 +280,7 @@ async fn publish_loop(
         membership.publish_stats(&dispatcher.counters().snapshot());
         let peers = membership.peers();
         observer.tick(dispatcher, &peers, report.queue_depth);
+        state.dashboard.tick(state);
         dispatcher.peer_table().retain(&peers);
         metrics::update_mesh_gauges(
             &peers,

@@ -264,7 +264,7 @@ mod tests {
     fn samples_every_five_seconds_and_keeps_five_minutes() {
         let t0 = Instant::now();
         let mut history = History::default();
-        for step in 0..200u64 {
+        for step in 0..400u64 {
             let now = t0 + Duration::from_secs(step);
             history.observe(now, step * 1000, &[node("a", 1, step * 10, step * 10)]);
         }

@@ -22,12 +22,13 @@ pub struct ErrorBody {
 pub(crate) struct SegmentQuery {
     /// Mask threshold on the model's probability, strictly between 0 and 1 (default 0.5).
     #[param(exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
-    pub(crate) threshold: Option<f32>,
+    pub(crate) threshold: Option<f64>,
     /// Ramer-Douglas-Peucker tolerance in pixels (default: every border pixel).
     #[param(minimum = 0.0)]
     pub(crate) simplify: Option<f64>,
-    /// Deadline of this request in milliseconds (capped by the node's request timeout).
-    #[param(minimum = 1)]
+    /// Deadline of this request in milliseconds, at least 1000 (capped by the node's request
+    /// timeout). A shorter one is refused: no placement and model run fits it reliably.
+    #[param(minimum = 1000)]
     pub(crate) timeout_ms: Option<u64>,
 }
 
@@ -35,13 +36,17 @@ pub(crate) struct SegmentQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct PathRequest {
     /// Path of the image, relative to the uploads root (or absolute inside it).
+    #[schema(min_length = 1)]
     pub(crate) image_path: String,
-    /// Mask threshold; the query parameter wins.
-    pub(crate) threshold: Option<f32>,
+    /// Mask threshold, strictly between 0 and 1; the query parameter wins.
+    #[schema(exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+    pub(crate) threshold: Option<f64>,
 }
 
-/// `POST /segment` as multipart: the image in the field `image`.
-#[derive(Debug, ToSchema)]
+/// `POST /segment` as multipart: the image as the one field `image` (any other field is
+/// refused with 400).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // documents the multipart form; axum reads it field by field
 pub(crate) struct SegmentUpload {
     /// The image file (PNG, JPEG, TIFF or BMP).

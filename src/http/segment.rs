@@ -16,6 +16,9 @@ use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::Json;
 
+/// Shortest `timeout_ms` a request may ask for.
+const MIN_TIMEOUT_MS: u64 = 1000;
+
 /// Extra bytes allowed on top of the image limit for multipart framing and JSON.
 const ENVELOPE_BYTES: usize = 64 * 1024;
 
@@ -42,6 +45,7 @@ const ENVELOPE_BYTES: usize = 64 * 1024;
         (status = 422, description = "Not a decodable image", body = ErrorBody),
         (status = 503, description = "No node has room, or this node drains: retry after `Retry-After` seconds", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "This node cannot do its part (e.g. its uploads root is unusable)", body = ErrorBody),
         (status = 504, description = "The deadline passed before a node finished", body = ErrorBody),
     ))]
 pub(crate) async fn segment(
@@ -90,14 +94,19 @@ pub(crate) async fn segment(
         discard_body(request.into_body(), max_bytes + ENVELOPE_BYTES).await;
         return Err(busy(&state));
     }
-    let mut threshold = query.threshold;
+    let mut threshold = query.threshold.map(check_threshold).transpose()?;
     let image = if content_type.starts_with("multipart/form-data") {
         multipart_image(request, &state, max_bytes).await?
     } else if content_type.starts_with("application/json") {
         let body = read_body(request.into_body(), ENVELOPE_BYTES).await?;
         let parsed: PathRequest = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-        threshold = threshold.or(parsed.threshold);
+        if parsed.image_path.trim().is_empty() {
+            return Err(ApiError::bad_request("image_path is empty"));
+        }
+        if threshold.is_none() {
+            threshold = parsed.threshold.map(check_threshold).transpose()?;
+        }
         read_upload(&state, &parsed.image_path).await?
     } else if content_type.is_empty()
         || content_type.starts_with("image/")
@@ -142,14 +151,22 @@ pub(crate) async fn segment(
     }))
 }
 
+/// A threshold strictly between 0 and 1, as the engine's `f32` (a value too close to 0 or
+/// 1 for `f32` becomes the nearest `f32` inside the range, not the bound itself).
+fn check_threshold(t: f64) -> Result<f32, ApiError> {
+    if t > 0.0 && t < 1.0 {
+        Ok((t as f32).clamp(f32::MIN_POSITIVE, 1.0 - f32::EPSILON / 2.0))
+    } else {
+        Err(ApiError::bad_request(format!(
+            "threshold must be strictly between 0 and 1, got {t}"
+        )))
+    }
+}
+
 /// Refuses query values the schema excludes, before any body is read.
 fn validate_query(query: &SegmentQuery) -> Result<(), ApiError> {
     if let Some(t) = query.threshold {
-        if !(t > 0.0 && t < 1.0) {
-            return Err(ApiError::bad_request(format!(
-                "threshold must be strictly between 0 and 1, got {t}"
-            )));
-        }
+        check_threshold(t)?;
     }
     if let Some(s) = query.simplify {
         if !(s >= 0.0 && s.is_finite()) {
@@ -158,8 +175,10 @@ fn validate_query(query: &SegmentQuery) -> Result<(), ApiError> {
             )));
         }
     }
-    if query.timeout_ms == Some(0) {
-        return Err(ApiError::bad_request("timeout_ms must be at least 1"));
+    if let Some(ms) = query.timeout_ms.filter(|&ms| ms < MIN_TIMEOUT_MS) {
+        return Err(ApiError::bad_request(format!(
+            "timeout_ms must be at least {MIN_TIMEOUT_MS}, got {ms}"
+        )));
     }
     Ok(())
 }
@@ -209,6 +228,7 @@ fn is_length_limit(error: &axum::Error) -> bool {
     false
 }
 
+/// The one field `image` of a multipart body; a missing image or any other field is 400.
 async fn multipart_image(
     request: Request,
     state: &AppState,
@@ -217,25 +237,32 @@ async fn multipart_image(
     let mut multipart = Multipart::from_request(request, state)
         .await
         .map_err(|e| ApiError::bad_request(format!("invalid multipart body: {e}")))?;
-    loop {
-        let field = multipart.next_field().await.map_err(multipart_error)?;
-        let Some(field) = field else {
-            return Err(ApiError::bad_request(
-                "multipart body has no field named \"image\"",
-            ));
-        };
-        if field.name() == Some("image") {
-            let bytes = field.bytes().await.map_err(multipart_error)?;
-            if bytes.len() > max_bytes {
-                return Err(TaskError::TooLarge(format!(
-                    "the image is {} bytes, more than the limit of {max_bytes} bytes",
-                    bytes.len()
-                ))
-                .into());
-            }
-            return Ok(bytes.to_vec());
-        }
+    let unexpected = |name: Option<&str>| {
+        ApiError::bad_request(format!(
+            "unexpected multipart field {:?}: send the image as the only field, \"image\"",
+            name.unwrap_or_default()
+        ))
+    };
+    let Some(field) = multipart.next_field().await.map_err(multipart_error)? else {
+        return Err(ApiError::bad_request(
+            "multipart body has no field named \"image\"",
+        ));
+    };
+    if field.name() != Some("image") {
+        return Err(unexpected(field.name()));
     }
+    let bytes = field.bytes().await.map_err(multipart_error)?;
+    if bytes.len() > max_bytes {
+        return Err(TaskError::TooLarge(format!(
+            "the image is {} bytes, more than the limit of {max_bytes} bytes",
+            bytes.len()
+        ))
+        .into());
+    }
+    if let Some(extra) = multipart.next_field().await.map_err(multipart_error)? {
+        return Err(unexpected(extra.name()));
+    }
+    Ok(bytes.to_vec())
 }
 
 fn multipart_error(error: axum::extract::multipart::MultipartError) -> ApiError {

@@ -217,7 +217,21 @@ impl Dispatcher {
             entry_node = %request.entry_node,
             processed_by = %self.instance_id,
         );
-        self.run_forwarded_in_span(request).instrument(span).await
+        let started = Instant::now();
+        let response = self
+            .run_forwarded_in_span(request)
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        let took_ms = started.elapsed().as_millis() as u64;
+        match &response {
+            TaskResponse::Done { .. } => info!(took_ms, "forwarded task done"),
+            TaskResponse::Busy { .. } => debug!("forwarded task refused: busy"),
+            TaskResponse::Failed { kind, message } => {
+                info!(?kind, %message, took_ms, "forwarded task not done");
+            }
+        }
+        response
     }
 
     async fn run_forwarded_in_span(&self, request: TaskRequest) -> TaskResponse {

@@ -59,6 +59,8 @@ enum Command {
     Up(up::UpArgs),
     /// Offer segmentation load to nodes over HTTP; report throughput, latency and shares.
     Loadtest(loadtest::LoadtestArgs),
+    /// Print the HTTP API's OpenAPI 3 document (what nodes serve at /openapi.json).
+    Openapi,
 }
 
 /// Model selection shared by the commands that run inference.
@@ -139,5 +141,12 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs(args) => certs::run(args),
         Command::Up(args) => up::run(args),
         Command::Loadtest(args) => loadtest::run(args),
+        Command::Openapi => {
+            let document = spheromesh::http::openapi()
+                .to_pretty_json()
+                .map_err(|e| anyhow::anyhow!("serialising the OpenAPI document: {e}"))?;
+            println!("{document}");
+            Ok(())
+        }
     }
 }

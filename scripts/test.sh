@@ -6,8 +6,11 @@
 #
 # 1. style gates: `cargo fmt --check` and `cargo clippy --workspace --all-targets -D warnings`
 #    (the rustfmt and clippy components are added when missing);
-# 2. services: RabbitMQ for the broker tests (scripts/rabbitmq.sh installs it with apt-get
-#    and starts it when none answers); iproute2 and iptables for the chaos suite (root);
+# 2. services and tools: RabbitMQ for the broker tests (scripts/rabbitmq.sh installs it with
+#    apt-get and starts it when none answers); iproute2 and iptables for the chaos suite
+#    (root); Chromium for the cluster page test; schemathesis (a virtual environment in
+#    .venv-schemathesis) for the API fuzz test; promtool for the alert rules
+#    (scripts/check-alert-rules.sh installs it and runs `promtool test rules`);
 # 3. `cargo test --release --workspace` (release on purpose: candle is ~30x slower
 #    unoptimised).
 #
@@ -43,6 +46,26 @@ if ! command -v ip >/dev/null 2>&1 || ! command -v iptables >/dev/null 2>&1; the
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
     $SUDO apt-get update -qq && $SUDO apt-get install -y -qq iproute2 iptables >/dev/null
 fi
+
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+# The cluster page test (tests/operations.rs) opens the page in a real headless browser.
+if ! command -v chromium >/dev/null 2>&1; then
+    step "installing chromium for the cluster page test"
+    $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+# The API fuzz test runs schemathesis against a live node.
+if [ ! -x .venv-schemathesis/bin/st ]; then
+    step "installing schemathesis into .venv-schemathesis"
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+        $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    fi
+    python3 -m venv .venv-schemathesis
+    .venv-schemathesis/bin/pip install -q schemathesis
+fi
+
+step "alert rules: promtool check and test"
+bash scripts/check-alert-rules.sh
 
 step "cargo test --release --workspace"
 cargo test --release --workspace

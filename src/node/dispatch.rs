@@ -152,7 +152,10 @@ impl Dispatcher {
         let took_ms = started.elapsed().as_millis() as u64;
         match &outcome {
             Ok(result) => {
-                span.record("processed_by", result.processed_by.as_str());
+                span.record(
+                    "processed_by",
+                    tracing::field::display(&result.processed_by),
+                );
                 info!(hops = result.hops, took_ms, "task done");
             }
             Err(error) => info!(code = error.code(), %error, took_ms, "task not done"),

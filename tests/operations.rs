@@ -58,7 +58,11 @@ async fn the_cluster_page_shows_every_node_live_and_a_killed_one_dead_within_5_s
         rows.len() == 3 && rows.iter().all(|(_, state, _)| state == "ready")
     })
     .await;
-    assert!(all_ready.is_some(), "the page never showed three ready nodes: {:?}", page_rows(&mut browser).await);
+    assert!(
+        all_ready.is_some(),
+        "the page never showed three ready nodes: {:?}",
+        page_rows(&mut browser).await
+    );
     // Live: the counters on the page grow while the page stays open (no reload).
     let before = page_rows(&mut browser).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -130,7 +134,15 @@ async fn the_checked_in_openapi_document_is_what_nodes_serve() {
         "docs/openapi.json is stale: run `cargo run --release -- openapi > docs/openapi.json`"
     );
     let paths = served["paths"].as_object().expect("paths");
-    for route in ["/segment", "/health", "/health/live", "/health/ready", "/metrics", "/cluster", "/dashboard"] {
+    for route in [
+        "/segment",
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/metrics",
+        "/cluster",
+        "/dashboard",
+    ] {
         assert!(paths.contains_key(route), "{route} is not documented");
     }
 }
@@ -141,11 +153,17 @@ fn schemathesis() -> Option<PathBuf> {
     if venv.is_file() {
         return Some(venv);
     }
-    let on_path = Command::new("st").arg("--version").output().is_ok_and(|o| o.status.success());
+    let on_path = Command::new("st")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if on_path {
         return Some(PathBuf::from("st"));
     }
-    assert!(!under_ci(), "schemathesis is not installed under CI=true (scripts/test.sh installs it)");
+    assert!(
+        !under_ci(),
+        "schemathesis is not installed under CI=true (scripts/test.sh installs it)"
+    );
     eprintln!("\n*** SKIPPING schemathesis: not installed (scripts/test.sh installs it)\n");
     None
 }
@@ -187,7 +205,10 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_schema() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "schemathesis found problems:\n{text}");
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:\n{text}"
+    );
     let tail: Vec<&str> = text.lines().rev().take(12).collect();
     eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
 }
@@ -232,8 +253,9 @@ async fn json_logs_carry_the_instance_on_every_line_and_the_task_on_both_nodes()
         let text = std::fs::read_to_string(&node.log).expect("log");
         text.lines()
             .map(|line| {
-                serde_json::from_str(line)
-                    .unwrap_or_else(|e| panic!("{}: not one JSON object per line ({e}): {line}", node.name))
+                serde_json::from_str(line).unwrap_or_else(|e| {
+                    panic!("{}: not one JSON object per line ({e}): {line}", node.name)
+                })
             })
             .collect()
     };
@@ -242,7 +264,10 @@ async fn json_logs_carry_the_instance_on_every_line_and_the_task_on_both_nodes()
         assert!(lines.len() >= 3, "{}: {} lines", node.name, lines.len());
         for line in &lines {
             assert_eq!(line["instance"], node.name.as_str(), "{line}");
-            assert!(line["timestamp"].is_string() && line["level"].is_string(), "{line}");
+            assert!(
+                line["timestamp"].is_string() && line["level"].is_string(),
+                "{line}"
+            );
         }
     }
     let entry_task = lines_of(&entry)
@@ -273,7 +298,13 @@ async fn an_api_token_guards_everything_but_the_health_probes() {
         let status = http.get(node.url(open)).send().await.expect("GET").status();
         assert_eq!(status, 200, "{open} must stay open for orchestrators");
     }
-    for guarded in ["/cluster", "/metrics", "/dashboard", "/dashboard/snapshot", "/openapi.json"] {
+    for guarded in [
+        "/cluster",
+        "/metrics",
+        "/dashboard",
+        "/dashboard/snapshot",
+        "/openapi.json",
+    ] {
         let response = http.get(node.url(guarded)).send().await.expect("GET");
         assert_eq!(response.status(), 401, "{guarded} without a token");
         assert!(response.headers().contains_key("www-authenticate"));

@@ -126,7 +126,9 @@ impl Browser {
                 .expect("DevTools answered within 30 s")
                 .expect("page socket open")
                 .expect("page message");
-            let Message::Text(text) = message else { continue };
+            let Message::Text(text) = message else {
+                continue;
+            };
             let value: Value = serde_json::from_str(&text).expect("DevTools JSON");
             if value["id"] == id {
                 assert!(value.get("error").is_none(), "{method}: {value}");

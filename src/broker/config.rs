@@ -215,9 +215,12 @@ impl BrokerConfig {
                 Duration::from_secs(10),
             ),
             task_timeout: Duration::from_secs(25 * 60),
+            // Capped at 5 s (mean 2.5 s with full jitter): a node back from a broker
+            // restart takes work within seconds, and a few connects a second from a
+            // whole mesh cost the broker nothing.
             reconnect_backoff: Backoff::new_unchecked(
                 Duration::from_millis(500),
-                Duration::from_secs(30),
+                Duration::from_secs(5),
             ),
             empty_poll_backoff: Backoff::new_unchecked(
                 Duration::from_millis(20),

@@ -367,11 +367,24 @@ pub struct LoadOutcome {
     pub busy: Vec<bool>,
     /// The slowest request, whatever its answer.
     pub slowest: Duration,
+    /// Every request's latency, whatever its answer.
+    pub latencies: Vec<Duration>,
 }
 
 impl LoadOutcome {
     pub fn ok(&self) -> usize {
         self.shares.values().sum()
+    }
+
+    /// The 99th percentile latency (nearest rank); zero without requests.
+    pub fn p99(&self) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = (sorted.len() * 99).div_ceil(100);
+        sorted[rank.max(1) - 1]
     }
 }
 
@@ -417,7 +430,9 @@ pub async fn load(
                     }
                     Err(error) => out.failures.push((0, error.to_string())),
                 }
-                out.slowest = out.slowest.max(started.elapsed());
+                let took = started.elapsed();
+                out.slowest = out.slowest.max(took);
+                out.latencies.push(took);
             }
             out
         });
@@ -431,6 +446,7 @@ pub async fn load(
         total.failures.extend(part.failures);
         total.busy.extend(part.busy);
         total.slowest = total.slowest.max(part.slowest);
+        total.latencies.extend(part.latencies);
     }
     total
 }

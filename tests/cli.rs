@@ -125,6 +125,68 @@ fn bad_inputs_fail_with_a_clear_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/model.safetensors"));
 }
 
+/// Runs `command` (a node that may start for real), killing it after `secs`: whether it
+/// exited successfully (`None` when it was still running and had to be killed) and its
+/// stderr.
+fn exits_within(mut command: Command, secs: u64) -> (Option<bool>, String) {
+    use std::io::Read;
+    let mut child = command
+        .args([
+            "--http-listen",
+            "127.0.0.1:0",
+            "--quic-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--gossip-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.map(|s| s.success()), err)
+}
+
+/// Node settings that cannot work stop the node at start, naming the setting, instead of
+/// being quietly raised to a value that can.
+#[test]
+fn node_settings_of_zero_are_refused_by_name() {
+    for (flag, env) in [
+        ("--max-concurrent-tasks", "MAX_CONCURRENT_TASKS"),
+        ("--request-timeout-secs", "REQUEST_TIMEOUT_SECS"),
+        ("--inference-threads", "INFERENCE_THREADS"),
+    ] {
+        let mut by_flag = bin();
+        by_flag.args(["node", "--model", "synthetic:1", flag, "0"]);
+        let (exited, err) = exits_within(by_flag, 20);
+        assert_eq!(exited, Some(false), "{flag} 0 was accepted: {err}");
+        assert!(err.contains(flag) && err.contains("0"), "{flag}: {err}");
+        let mut by_env = bin();
+        by_env
+            .args(["node", "--model", "synthetic:1"])
+            .env(env, "0");
+        let (exited, err) = exits_within(by_env, 20);
+        assert_eq!(exited, Some(false), "{env}=0 was accepted: {err}");
+    }
+}
+
 #[test]
 fn eval_prints_the_table() {
     let out = bin().args(["eval", "--count", "3"]).output().unwrap();

@@ -41,13 +41,14 @@ pub(crate) struct NodeArgs {
     #[arg(long, env = "CLUSTER_ID", default_value = "spheromesh")]
     pub(crate) cluster_id: String,
     /// Tasks run in parallel on this node.
-    #[arg(long, env = "MAX_CONCURRENT_TASKS", default_value_t = 4)]
+    #[arg(long, env = "MAX_CONCURRENT_TASKS", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_concurrent_tasks: u32,
     /// Tasks that may wait for a slot here before this node answers busy.
     #[arg(long, env = "QUEUE_LIMIT", default_value_t = 32)]
     pub(crate) queue_limit: u32,
     /// Model runs at once (default: the number of cores on the CPU, 1 on a GPU).
-    #[arg(long, env = "INFERENCE_THREADS")]
+    #[arg(long, env = "INFERENCE_THREADS", value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) inference_threads: Option<u32>,
     /// Weights (safetensors or PyTorch checkpoint), or `synthetic:MS` for the test double
     /// that only takes MS milliseconds per task.
@@ -75,7 +76,8 @@ pub(crate) struct NodeArgs {
     #[arg(long, env = "DEAD_AFTER_MS", default_value_t = 2000)]
     pub(crate) dead_after_ms: u64,
     /// Longest time an HTTP request may take, in seconds.
-    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 300)]
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) request_timeout_secs: u64,
     /// Megabytes of HTTP request bodies held at once; requests beyond it get 503 at once.
     #[arg(long, env = "HTTP_BODY_BUDGET_MB", default_value_t = 512)]
@@ -175,19 +177,18 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
             .collect(),
         model_path: args.model,
         limits: ExecutorLimits {
-            capacity: args.max_concurrent_tasks.max(1),
+            capacity: args.max_concurrent_tasks,
             queue_limit: args.queue_limit,
             inference_threads: args
                 .inference_threads
-                .unwrap_or_else(|| engine.default_compute_permits(cores))
-                .max(1),
+                .unwrap_or_else(|| engine.default_compute_permits(cores)),
         },
         tls_dir: args.tls_dir,
         cluster_key,
         drain_grace: Duration::from_secs(args.drain_grace_secs),
         gossip_interval: Duration::from_millis(args.gossip_interval_ms),
         dead_after: Duration::from_millis(args.dead_after_ms),
-        request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        request_timeout: Duration::from_secs(args.request_timeout_secs),
         uploads_root: Some(args.broker.uploads_root.clone()),
         http_body_budget: args
             .http_body_budget_mb

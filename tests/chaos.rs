@@ -3,7 +3,8 @@
 //! namespaces (`tests/chaos/netns.rs`): a full and an asymmetric partition, random loss,
 //! kill -9 and SIGSTOP under HTTP load; a broker restart, a node cut from the broker only
 //! and a rolling restart under a backend-like RabbitMQ publisher and HTTP load, with every
-//! callback checked (`tests/chaos/broker.rs`). What is not covered yet is listed in
+//! callback checked (`tests/chaos/broker.rs`); work forwarded to a node that is then
+//! partitioned away. What is not covered yet is listed in
 //! docs/RESILIENCE.md.
 
 #[path = "chaos/compose_budget.rs"]
@@ -134,12 +135,8 @@ struct NsNode {
 }
 
 impl NsNode {
-    fn start(net: &netns::Net, i: usize, pki: &nodes::Pki, seed: Option<SocketAddr>) -> Self {
-        Self::start_with(net, i, pki, seed, 20, &[])
-    }
-
-    /// Like [`NsNode::start`] with the synthetic engine taking `service_ms` per task and
-    /// more flags (e.g. the broker's).
+    /// Starts node-`i` in its namespace with the synthetic engine taking `service_ms` per
+    /// task, seeded by `seed`, with more flags (e.g. the broker's); waits until it is ready.
     fn start_with(
         net: &netns::Net,
         i: usize,
@@ -268,9 +265,19 @@ async fn serve_count(node: &NsNode, n: usize) -> (usize, Vec<u16>) {
 /// Starts node-1..3 in the namespaces (node-1 seeds the others) and waits until every
 /// node routes to both peers.
 async fn start_mesh(net: &netns::Net, pki: &nodes::Pki) -> Vec<NsNode> {
+    start_mesh_with(net, pki, 20, &[]).await
+}
+
+/// Like [`start_mesh`] with the engine taking `service_ms` and more flags.
+async fn start_mesh_with(
+    net: &netns::Net,
+    pki: &nodes::Pki,
+    service_ms: u64,
+    extra: &[String],
+) -> Vec<NsNode> {
     let seed = SocketAddr::from((net.addr(1), 7946));
     let mesh: Vec<NsNode> = (1..=3)
-        .map(|i| NsNode::start(net, i, pki, (i > 1).then_some(seed)))
+        .map(|i| NsNode::start_with(net, i, pki, (i > 1).then_some(seed), service_ms, extra))
         .collect();
     for node in &mesh {
         let took = nodes::wait_until(Duration::from_secs(20), || async {
@@ -631,30 +638,10 @@ async fn start_consuming_mesh(
     pki: &nodes::Pki,
     side: &BrokerSide,
 ) -> Vec<NsNode> {
-    let seed = SocketAddr::from((net.addr(1), 7946));
-    let args = side.node_args();
-    let mesh: Vec<NsNode> = (1..=3)
-        .map(|i| {
-            NsNode::start_with(
-                net,
-                i,
-                pki,
-                (i > 1).then_some(seed),
-                BROKER_SERVICE_MS,
-                &args,
-            )
-        })
-        .collect();
+    let mesh = start_mesh_with(net, pki, BROKER_SERVICE_MS, &side.node_args()).await;
     for node in &mesh {
-        let took = nodes::wait_until(Duration::from_secs(20), || async {
-            node.routable().await == 2 && broker_connected(node).await
-        })
-        .await;
-        assert!(
-            took.is_some(),
-            "{} never saw both peers and the broker",
-            node.http
-        );
+        let took = nodes::wait_until(Duration::from_secs(20), || broker_connected(node)).await;
+        assert!(took.is_some(), "{} never got a broker session", node.http);
     }
     mesh
 }
@@ -947,4 +934,86 @@ async fn rolling_restart_under_load_answers_everything_and_duplicates_nothing() 
     );
     assert_memory_bounded("rolling restart", &mesh);
     side.rabbit.cleanup().await;
+}
+
+/// Sum of the counter `name` in a node's `/metrics` (all label sets).
+async fn counter(node: &NsNode, name: &str) -> f64 {
+    let Ok(response) = nodes::client().get(node.url("/metrics")).send().await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Forwards that node-1 has sent to `peer` and not seen answered (its `/cluster`).
+async fn inflight_to(node: &NsNode, peer: &str) -> u64 {
+    let cluster = nodes::get_json(&node.url("/cluster")).await;
+    cluster["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["id"] == peer)
+        .and_then(|m| m["local_inflight"].as_u64())
+        .unwrap_or(0)
+}
+
+/// node-1 (the entry) has tasks forwarded to node-3 when node-3 is cut from node-1 only
+/// (both ways; node-2 still reaches both, so gossip through node-2 keeps node-3 alive in
+/// node-1's view and membership alone would never move the work). Every request is still
+/// answered 200 within 5 s: node-1 moves the work it had on node-3 to a reachable node
+/// (failover or hedge), well inside the request deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_forwarded_to_a_node_then_partitioned_away_is_done_elsewhere_in_time() {
+    let Some(net) = netns::Net::new(3) else {
+        return;
+    };
+    let pki = nodes::Pki::new("chaos", nodes::KEY);
+    let mesh = start_mesh_with(&net, &pki, 1000, &[]).await;
+    // Six at a time into node-1's two slots: four go to node-2 and node-3.
+    let load = tokio::spawn(nodes::load(
+        mesh[0].url("/segment"),
+        nodes::png(32, 32),
+        30,
+        6,
+        false,
+    ));
+    let forwarded = nodes::wait_until(Duration::from_secs(10), || async {
+        inflight_to(&mesh[0], "node-3").await > 0
+    })
+    .await;
+    assert!(
+        forwarded.is_some(),
+        "node-1 never forwarded to node-3: the scenario tests nothing"
+    );
+    let before = counter(&mesh[0], "mesh_failovers_total").await
+        + counter(&mesh[0], "mesh_hedges_total").await;
+    let node1 = net.addr(1).to_string();
+    let rules = [
+        ["INPUT", "-s", node1.as_str(), "-j", "DROP"],
+        ["OUTPUT", "-d", node1.as_str(), "-j", "DROP"],
+    ];
+    for rule in &rules {
+        net.rule_add(3, rule);
+    }
+    let outcome = load.await.expect("load");
+    let moved = counter(&mesh[0], "mesh_failovers_total").await
+        + counter(&mesh[0], "mesh_hedges_total").await
+        - before;
+    for rule in &rules {
+        net.rule_del(3, rule);
+    }
+    assert_answered(
+        "forwarded, then partitioned",
+        &outcome,
+        Duration::from_secs(5),
+    );
+    eprintln!("forwarded, then partitioned: node-1 moved {moved} task(s) off node-3");
+    assert!(
+        moved >= 1.0,
+        "node-1 moved nothing off the partitioned node"
+    );
+    assert_converges_after_heal("forwarded, then partitioned", &mesh).await;
 }

@@ -262,13 +262,8 @@ async fn serve_count(node: &NsNode, n: usize) -> (usize, Vec<u16>) {
     (ok, other)
 }
 
-/// Starts node-1..3 in the namespaces (node-1 seeds the others) and waits until every
-/// node routes to both peers.
-async fn start_mesh(net: &netns::Net, pki: &nodes::Pki) -> Vec<NsNode> {
-    start_mesh_with(net, pki, 20, &[]).await
-}
-
-/// Like [`start_mesh`] with the engine taking `service_ms` and more flags.
+/// Starts node-1..3 in the namespaces (node-1 seeds the others) with the engine taking
+/// `service_ms` and more flags, and waits until every node routes to both peers.
 async fn start_mesh_with(
     net: &netns::Net,
     pki: &nodes::Pki,
@@ -353,11 +348,15 @@ fn assert_answered(scenario: &str, outcome: &nodes::LoadOutcome, bound: Duration
 /// node routes to both peers again within 3 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_partition_both_sides_serve_and_membership_converges_after_heal() {
+    let _lock = shared_broker_lock().await;
     let Some(net) = netns::Net::new(3) else {
         return;
     };
     let pki = nodes::Pki::new("chaos", nodes::KEY);
-    let mesh = start_mesh(&net, &pki).await;
+    let Some((side, mesh)) = mesh_with_broker("chaos-full", &net, &pki).await else {
+        return;
+    };
+    let publisher = side.start_publishing();
 
     let peers: Vec<String> = [1, 2].iter().map(|&i| net.addr(i).to_string()).collect();
     let rules: Vec<[&str; 5]> = peers
@@ -393,6 +392,7 @@ async fn full_partition_both_sides_serve_and_membership_converges_after_heal() {
     }
     eprintln!("partition: seen after {split:?}");
     assert_converges_after_heal("partition", &mesh).await;
+    finish_broker_side("partition", &side, publisher, &mesh).await;
 }
 
 /// The node-1 -> node-3 direction is cut (node-3 drops what node-1 sends), node-3 -> node-1
@@ -400,11 +400,15 @@ async fn full_partition_both_sides_serve_and_membership_converges_after_heal() {
 /// with `Retry-After`, and after the heal membership converges within 3 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asymmetric_partition_answers_every_request_and_converges_after_heal() {
+    let _lock = shared_broker_lock().await;
     let Some(net) = netns::Net::new(3) else {
         return;
     };
     let pki = nodes::Pki::new("chaos", nodes::KEY);
-    let mesh = start_mesh(&net, &pki).await;
+    let Some((side, mesh)) = mesh_with_broker("chaos-asymmetric", &net, &pki).await else {
+        return;
+    };
+    let publisher = side.start_publishing();
     let from_1 = net.addr(1).to_string();
     let rule = ["INPUT", "-s", from_1.as_str(), "-j", "DROP"];
     net.rule_add(3, &rule);
@@ -417,6 +421,7 @@ async fn asymmetric_partition_answers_every_request_and_converges_after_heal() {
     assert_answered("asymmetric, into node-3", &into_3, Duration::from_secs(10));
     net.rule_del(3, &rule);
     assert_converges_after_heal("asymmetric", &mesh).await;
+    finish_broker_side("asymmetric", &side, publisher, &mesh).await;
 }
 
 /// 10% of the datagrams and segments between the nodes are dropped at random on every
@@ -424,11 +429,15 @@ async fn asymmetric_partition_answers_every_request_and_converges_after_heal() {
 /// declared dead (sampled every 200 ms) and every request is answered 200 or 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_loss_between_nodes_causes_no_false_death() {
+    let _lock = shared_broker_lock().await;
     let Some(net) = netns::Net::new(3) else {
         return;
     };
     let pki = nodes::Pki::new("chaos", nodes::KEY);
-    let mesh = start_mesh(&net, &pki).await;
+    let Some((side, mesh)) = mesh_with_broker("chaos-random", &net, &pki).await else {
+        return;
+    };
+    let publisher = side.start_publishing();
     let addrs: Vec<String> = (1..=3).map(|i| net.addr(i).to_string()).collect();
     let mut rules = Vec::new();
     for host in 1..=3 {
@@ -495,6 +504,7 @@ async fn random_loss_between_nodes_causes_no_false_death() {
     assert_answered("10% loss", &outcome, Duration::from_secs(10));
     eprintln!("10% loss: fewest routable peers seen by any node {fewest} over {samples} rounds");
     assert_eq!(fewest, 2, "a node was declared dead under 10% loss");
+    finish_broker_side("10% loss", &side, publisher, &mesh).await;
 }
 
 /// kill -9 of node-3 while node-1 takes load: every request is still answered 200 or 503
@@ -502,11 +512,15 @@ async fn random_loss_between_nodes_causes_no_false_death() {
 /// node-3 from their views.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_under_load_answers_every_request() {
+    let _lock = shared_broker_lock().await;
     let Some(net) = netns::Net::new(3) else {
         return;
     };
     let pki = nodes::Pki::new("chaos", nodes::KEY);
-    let mut mesh = start_mesh(&net, &pki).await;
+    let Some((side, mut mesh)) = mesh_with_broker("chaos-kill9", &net, &pki).await else {
+        return;
+    };
+    let publisher = side.start_publishing();
     let url = mesh[0].url("/segment");
     let load = tokio::spawn(nodes::load(url, nodes::png(32, 32), 1000, 4, false));
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -528,6 +542,7 @@ async fn kill9_under_load_answers_every_request() {
         gone.is_some(),
         "the survivors kept routing to the killed node"
     );
+    finish_broker_side("kill -9", &side, publisher, &mesh).await;
 }
 
 /// SIGSTOP of node-3 for 5 s while node-1 takes load (a paused process keeps its sockets
@@ -535,11 +550,15 @@ async fn kill9_under_load_answers_every_request() {
 /// three converge again within 3 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstop_under_load_answers_every_request_and_rejoins() {
+    let _lock = shared_broker_lock().await;
     let Some(net) = netns::Net::new(3) else {
         return;
     };
     let pki = nodes::Pki::new("chaos", nodes::KEY);
-    let mesh = start_mesh(&net, &pki).await;
+    let Some((side, mesh)) = mesh_with_broker("chaos-sigstop", &net, &pki).await else {
+        return;
+    };
+    let publisher = side.start_publishing();
     let url = mesh[0].url("/segment");
     let load = tokio::spawn(nodes::load(url, nodes::png(32, 32), 1400, 4, false));
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -568,6 +587,7 @@ async fn sigstop_under_load_answers_every_request_and_rejoins() {
         resumed.elapsed() <= Duration::from_secs(3) || back <= Duration::from_secs(3),
         "rejoin took {back:?} (limit 3 s)"
     );
+    finish_broker_side("SIGSTOP 5 s", &side, publisher, &mesh).await;
 }
 
 /// Most unacknowledged deliveries each consuming node holds in the broker scenarios.
@@ -638,7 +658,17 @@ async fn start_consuming_mesh(
     pki: &nodes::Pki,
     side: &BrokerSide,
 ) -> Vec<NsNode> {
-    let mesh = start_mesh_with(net, pki, BROKER_SERVICE_MS, &side.node_args()).await;
+    start_consuming_mesh_with(net, pki, side, BROKER_SERVICE_MS).await
+}
+
+/// Like [`start_consuming_mesh`] with the engine taking `service_ms`.
+async fn start_consuming_mesh_with(
+    net: &netns::Net,
+    pki: &nodes::Pki,
+    side: &BrokerSide,
+    service_ms: u64,
+) -> Vec<NsNode> {
+    let mesh = start_mesh_with(net, pki, service_ms, &side.node_args()).await;
     for node in &mesh {
         let took = nodes::wait_until(Duration::from_secs(20), || broker_connected(node)).await;
         assert!(took.is_some(), "{} never got a broker session", node.http);
@@ -678,6 +708,52 @@ fn load_until(
         }
         total
     })
+}
+
+/// The mesh-fault scenarios with RabbitMQ load too: the broker side and the three nodes
+/// consuming it with the 20 ms engine. The caller holds the broker lock, taken before the
+/// network (the order every scenario keeps, so none waits on the other's lock).
+async fn mesh_with_broker(
+    test: &str,
+    net: &netns::Net,
+    pki: &nodes::Pki,
+) -> Option<(BrokerSide, Vec<NsNode>)> {
+    let side = BrokerSide::new(test, net).await?;
+    let mesh = start_consuming_mesh_with(net, pki, &side, 20).await;
+    Some((side, mesh))
+}
+
+/// The shared broker lock, taken on a blocking thread.
+async fn shared_broker_lock() -> support::BrokerLock {
+    tokio::task::spawn_blocking(support::BrokerLock::shared)
+        .await
+        .expect("broker lock")
+}
+
+/// Stops the publisher and checks the RabbitMQ invariants of a mesh fault: every task
+/// called back, none failed, at most one node's prefetch of duplicates; memory bounded.
+async fn finish_broker_side(
+    scenario: &str,
+    side: &BrokerSide,
+    publisher: tokio::task::JoinHandle<broker::Published>,
+    mesh: &[NsNode],
+) {
+    side.stop_publishing();
+    let published = publisher.await.expect("publisher");
+    assert!(
+        !published.ids.is_empty(),
+        "{scenario}: nothing was published"
+    );
+    let report =
+        broker::check_callbacks(scenario, &side.backend, &published, Duration::from_secs(60)).await;
+    assert!(
+        report.duplicates <= usize::from(PREFETCH),
+        "{scenario}: {} duplicate callbacks, more than one node's prefetch {PREFETCH}",
+        report.duplicates
+    );
+    assert_eq!(report.failed, 0, "{scenario}: tasks called back as failed");
+    assert_memory_bounded(scenario, mesh);
+    side.rabbit.cleanup().await;
 }
 
 /// Every node's peak RSS stays under the limit.
@@ -765,9 +841,7 @@ async fn broker_restart_under_load_loses_no_task() {
 /// held once the heartbeat gives up on it), and node-1 reconnects after the heal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_from_the_broker_only_loses_no_task() {
-    let _lock = tokio::task::spawn_blocking(support::BrokerLock::shared)
-        .await
-        .expect("broker lock");
+    let _lock = shared_broker_lock().await;
     let Some(net) = netns::Net::new(3) else {
         return;
     };
@@ -864,9 +938,7 @@ async fn a_node_cut_from_the_broker_only_loses_no_task() {
 /// again after each restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_under_load_answers_everything_and_duplicates_nothing() {
-    let _lock = tokio::task::spawn_blocking(support::BrokerLock::shared)
-        .await
-        .expect("broker lock");
+    let _lock = shared_broker_lock().await;
     let Some(net) = netns::Net::new(3) else {
         return;
     };

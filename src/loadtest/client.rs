@@ -123,11 +123,17 @@ impl Sender {
                     let wait = retry_after.unwrap_or(DEFAULT_RETRY_WAIT);
                     tokio::time::sleep(wait.min(self.max_retry_wait)).await;
                 }
-                Attempt::Busy { .. } => {
+                // A 503 without `Retry-After` is a broken promise of the API: told apart.
+                Attempt::Busy { retry_after } => {
+                    let kind = if retry_after.is_some() {
+                        "busy"
+                    } else {
+                        "busy_without_retry_after"
+                    };
                     return Outcome::Failed {
-                        kind: "busy".to_owned(),
+                        kind: kind.to_owned(),
                         retried,
-                    }
+                    };
                 }
                 Attempt::Done(mut outcome) => {
                     let (Outcome::Completed { retried: r, .. }

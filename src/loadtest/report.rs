@@ -44,7 +44,8 @@ pub struct Report {
     /// `processing_time` the nodes reported for the completed tasks.
     pub processing_time: Option<LatencySummary>,
     /// Failed tasks by kind: the answer's `code`, else `http_<status>`; `connect`,
-    /// `timeout` and `io` below HTTP; `bad_response` for a 200 that isn't a result.
+    /// `timeout` and `io` below HTTP; `bad_response` for a 200 that isn't a result;
+    /// `busy_without_retry_after` for a 503 `busy` that did not say when to retry.
     pub errors: BTreeMap<String, u64>,
     /// Completed tasks per node id (`processed_by`) and the share of each.
     pub processed_by: BTreeMap<String, Share>,

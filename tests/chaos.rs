@@ -1089,3 +1089,85 @@ async fn work_forwarded_to_a_node_then_partitioned_away_is_done_elsewhere_in_tim
     );
     assert_converges_after_heal("forwarded, then partitioned", &mesh).await;
 }
+
+/// kill -9 of node-3 under `spheromesh loadtest` in open loop: Poisson arrivals at 36/s,
+/// 60% of the mesh's capacity (3 nodes x 2 slots / 100 ms), spread round-robin over node-1
+/// and node-2, so arrivals keep coming while node-3's forwarded work fails over (a closed
+/// loop would slow down instead). Every request answered 200 or 503 `busy` with
+/// `Retry-After`, none past 5 s, and node-3 had taken work before it died.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_under_open_loop_loadtest_answers_every_request() {
+    let Some(net) = netns::Net::new(3) else {
+        return;
+    };
+    let pki = nodes::Pki::new("chaos", nodes::KEY);
+    let mut mesh = start_mesh_with(&net, &pki, 100, &[]).await;
+    let targets = format!("{},{}", mesh[0].url(""), mesh[1].url(""));
+    let loadtest = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_spheromesh"))
+            .args(["loadtest", "--targets", &targets, "--tasks", "400"])
+            .args(["--rate", "36", "--arrivals", "poisson", "--seed", "7"])
+            .args([
+                "--generate",
+                "4",
+                "--image-size",
+                "64x64",
+                "--timeout",
+                "5",
+                "--json",
+            ])
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run spheromesh loadtest")
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    if loadtest.is_finished() {
+        let output = loadtest.await.expect("loadtest");
+        panic!(
+            "the load ended before the fault: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    drop(mesh.pop().expect("node-3")); // SIGKILL, then reaped
+    let output = loadtest.await.expect("loadtest");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "loadtest failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&text).expect("loadtest JSON");
+    let errors = report["errors"].as_object().expect("errors");
+    let busy = errors
+        .get("busy")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0);
+    eprintln!(
+        "kill -9, open loop: {} completed, {busy} busy, errors {errors:?}, latency p99 {} ms, max {} ms, by node {}",
+        report["completed"], report["latency"]["p99_ms"], report["latency"]["max_ms"], report["processed_by"]
+    );
+    assert!(
+        errors.keys().all(|kind| kind == "busy"),
+        "answers other than 200 / 503 busy with Retry-After (or past the 5 s timeout): {errors:?}"
+    );
+    assert_eq!(
+        report["completed"].as_u64().unwrap_or(0) + busy,
+        400,
+        "requests unaccounted for"
+    );
+    assert!(
+        report["processed_by"]["node-3"]["tasks"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "node-3 took no work before the kill: the scenario tested nothing ({})",
+        report["processed_by"]
+    );
+    let survivors: Vec<&NsNode> = mesh.iter().collect();
+    assert!(
+        converge(&survivors, 1, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "the survivors kept routing to the killed node"
+    );
+}

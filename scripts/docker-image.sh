@@ -5,7 +5,8 @@
 #   REBUILD_BASE=1 bash scripts/docker-image.sh   # rebuild the base image too
 #
 # 1. Base image `spheromesh-base:bookworm`: a Debian bookworm minbase root made with
-#    debootstrap (from deb.debian.org) and `docker import`ed. Skipped when the image exists.
+#    debootstrap (its default mirror, or DEBIAN_MIRROR when set) and `docker import`ed.
+#    Skipped when the image exists.
 #    It includes ca-certificates (TLS to a broker/callbacks) and curl (HEALTHCHECK).
 # 2. `spheromesh:local`: compose/Dockerfile FROM the base, with the host-built release
 #    binary and models/ copied in. The binary is built with `cargo build --release` only
@@ -18,7 +19,8 @@ cd "$ROOT"
 
 BASE_IMAGE="${BASE_IMAGE:-spheromesh-base:bookworm}"
 IMAGE="${IMAGE:-spheromesh:local}"
-MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+# Empty: debootstrap picks its own default mirror.
+MIRROR="${DEBIAN_MIRROR:-}"
 INCLUDE="ca-certificates,curl,tini"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/release/spheromesh"
@@ -36,7 +38,7 @@ if [[ -n "${REBUILD_BASE:-}" ]] || ! docker image inspect "$BASE_IMAGE" >/dev/nu
     ROOTFS="$(mktemp -d /tmp/spheromesh-rootfs.XXXXXX)"
     trap 'rm -rf "$ROOTFS"' EXIT
     log "debootstrap --variant=minbase --include=$INCLUDE bookworm -> $ROOTFS"
-    nice -n 10 debootstrap --variant=minbase --include="$INCLUDE" bookworm "$ROOTFS" "$MIRROR" >&2
+    nice -n 10 debootstrap --variant=minbase --include="$INCLUDE" bookworm "$ROOTFS" ${MIRROR:+"$MIRROR"} >&2
     # Slim it: apt lists, caches, docs and man pages are not needed at run time.
     rm -rf "$ROOTFS"/var/lib/apt/lists/* "$ROOTFS"/var/cache/apt/*.bin \
            "$ROOTFS"/var/cache/apt/archives/*.deb "$ROOTFS"/usr/share/doc/* \

@@ -698,13 +698,7 @@ fn load_until(
         let mut total = nodes::LoadOutcome::default();
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             let part = nodes::load(url.clone(), image.clone(), 10, 1, false).await;
-            for (k, v) in part.shares {
-                *total.shares.entry(k).or_default() += v;
-            }
-            total.failures.extend(part.failures);
-            total.busy.extend(part.busy);
-            total.slowest = total.slowest.max(part.slowest);
-            total.latencies.extend(part.latencies);
+            total.merge(part);
         }
         total
     })

@@ -376,6 +376,17 @@ impl LoadOutcome {
         self.shares.values().sum()
     }
 
+    /// Adds what another run (or worker) saw.
+    pub fn merge(&mut self, part: LoadOutcome) {
+        for (k, v) in part.shares {
+            *self.shares.entry(k).or_default() += v;
+        }
+        self.failures.extend(part.failures);
+        self.busy.extend(part.busy);
+        self.slowest = self.slowest.max(part.slowest);
+        self.latencies.extend(part.latencies);
+    }
+
     /// The 99th percentile latency (nearest rank); zero without requests.
     pub fn p99(&self) -> Duration {
         let mut sorted = self.latencies.clone();
@@ -440,13 +451,7 @@ pub async fn load(
     let mut total = LoadOutcome::default();
     while let Some(part) = workers.join_next().await {
         let part = part.expect("worker");
-        for (k, v) in part.shares {
-            *total.shares.entry(k).or_default() += v;
-        }
-        total.failures.extend(part.failures);
-        total.busy.extend(part.busy);
-        total.slowest = total.slowest.max(part.slowest);
-        total.latencies.extend(part.latencies);
+        total.merge(part);
     }
     total
 }

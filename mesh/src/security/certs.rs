@@ -198,7 +198,7 @@ impl CaBundle {
     }
 
     /// Parses the certificate's signing parameters and the key.
-    fn parse(&self) -> Result<(CertificateParams, KeyPair), CertError> {
+    pub(crate) fn parse(&self) -> Result<(CertificateParams, KeyPair), CertError> {
         let params = CertificateParams::from_ca_cert_pem(&self.cert_pem).map_err(|source| {
             CertError::Unusable {
                 what: "CA certificate",
@@ -388,6 +388,38 @@ pub fn issue_node_cert(
     node_name: &str,
     sans: &[String],
 ) -> Result<NodeCredentials, CertError> {
+    let (ca_params, ca_key) = ca.parse()?;
+    let params = node_params(node_name, sans, NODE_VALIDITY, &ca_params)?;
+    // `signed_by` takes the issuer as a `Certificate` but reads only its name, key identifier
+    // and key usages; re-signing the parsed CA parameters gives exactly those, without the
+    // original CA certificate's bytes (which stay what peers trust).
+    let issuer = ca_params
+        .self_signed(&ca_key)
+        .map_err(generate_error("CA issuer"))?;
+
+    let key = KeyPair::generate().map_err(generate_error("node key"))?;
+    let cert = params
+        .signed_by(&key, &issuer, &ca_key)
+        .map_err(generate_error("node certificate"))?;
+    Ok(NodeCredentials {
+        node_name: node_name.to_owned(),
+        cert_chain_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// The profile of every node certificate, whether issued here or by enrolment.
+///
+/// Common name `node_name`; subject alternative names `node_name` then `sans` (DNS names
+/// and IP addresses, duplicates dropped): peers connect with the node name as TLS server
+/// name. Valid for `validity` but never past the CA (`ca_params`); serverAuth and
+/// clientAuth extended key usages, no CA rights.
+pub(crate) fn node_params(
+    node_name: &str,
+    sans: &[String],
+    validity: Duration,
+    ca_params: &CertificateParams,
+) -> Result<CertificateParams, CertError> {
     check_node_name(node_name)?;
     let mut names = vec![node_name.to_owned()];
     for san in sans {
@@ -409,26 +441,9 @@ pub fn issue_node_cert(
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
     params.use_authority_key_identifier_extension = true;
-
-    let (ca_params, ca_key) = ca.parse()?;
-    set_validity(&mut params, NODE_VALIDITY);
+    set_validity(&mut params, validity);
     params.not_after = params.not_after.min(ca_params.not_after);
-    // `signed_by` takes the issuer as a `Certificate` but reads only its name, key identifier
-    // and key usages; re-signing the parsed CA parameters gives exactly those, without the
-    // original CA certificate's bytes (which stay what peers trust).
-    let issuer = ca_params
-        .self_signed(&ca_key)
-        .map_err(generate_error("CA issuer"))?;
-
-    let key = KeyPair::generate().map_err(generate_error("node key"))?;
-    let cert = params
-        .signed_by(&key, &issuer, &ca_key)
-        .map_err(generate_error("node certificate"))?;
-    Ok(NodeCredentials {
-        node_name: node_name.to_owned(),
-        cert_chain_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    })
+    Ok(params)
 }
 
 /// A fresh CA and credentials for `node_name` from it, for local runs and tests.
@@ -478,7 +493,7 @@ fn check_key_matches(cert_pem: &str, key_pem: &str, what: &'static str) -> Resul
 
 /// Checks that `name` is a DNS name short enough to be a common name; this also makes it a
 /// safe file name (no `/`, no empty or `..` labels).
-fn check_node_name(name: &str) -> Result<(), CertError> {
+pub(crate) fn check_node_name(name: &str) -> Result<(), CertError> {
     let is_dns_name = rustls_pki_types::DnsName::try_from(name).is_ok();
     if !is_dns_name || name.len() > MAX_NAME_LEN || name.ends_with('.') {
         return Err(CertError::InvalidNodeName {

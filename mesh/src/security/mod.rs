@@ -8,10 +8,15 @@
 //!   using ChaCha20-Poly1305 (RFC 8439), bound to the cluster id, with a per-sender replay
 //!   window after RFC 6479 ([`GossipSealer`]).
 //!
+//! - **Enrolment** lets identical replicas get a certificate for their own name: the replica
+//!   keeps its key and sends a signing request authenticated by a join token
+//!   ([`CertificateRequest`]); the CA signs it ([`sign_request`]).
+//!
 //! Nothing here opens sockets; the transport and membership modules use these pieces.
 
 mod certs;
 mod cluster_key;
+mod enrolment;
 mod files;
 mod gossip_seal;
 mod replay;
@@ -25,6 +30,10 @@ pub use certs::{
     CA_CERT_FILE, CA_KEY_FILE, CA_VALIDITY, MAX_NAME_LEN, NODE_VALIDITY,
 };
 pub use cluster_key::{key_from_secret, ClusterKey, KeyError, KEY_LEN, MIN_PASSPHRASE_LEN};
+pub use enrolment::{
+    parse_token_list, sign_request, CertificateRequest, EnrolAnswer, EnrolError, EnrolRequest,
+    JoinToken, MAX_REQUEST_PEM_LEN, MIN_TOKEN_LEN,
+};
 pub use gossip_seal::{GossipSealer, SealError, MAX_PACKET_LEN, MAX_SENDER_ID_LEN, SEAL_VERSION};
 pub use replay::{ReplayKind, DEFAULT_MAX_SENDERS, REPLAY_WINDOW};
 pub use tls::{client_config, server_config, TlsError};

@@ -297,3 +297,189 @@ fn throwaway_credentials_work_and_debug_hides_keys() {
     assert!(!format!("{ca:?}").contains("PRIVATE KEY"));
     assert!(!format!("{node:?}").contains("PRIVATE KEY"));
 }
+
+// ---- enrolment ---------------------------------------------------------------------------
+
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+fn enrol(
+    ca: &CaBundle,
+    accepted: &[JoinToken],
+    replica_token: &JoinToken,
+    name: &str,
+) -> Result<(String, NodeCredentials), EnrolError> {
+    let pending = CertificateRequest::new(name, replica_token)?;
+    let (answer, _) = sign_request(
+        ca,
+        accepted,
+        pending.request(),
+        std::time::Duration::from_secs(3600),
+    )?;
+    pending.accept(replica_token, answer)
+}
+
+#[test]
+fn an_enrolled_replica_completes_mutual_tls_with_a_hand_issued_node() {
+    let ca = generate_ca("enrol").expect("ca");
+    let token = JoinToken::new(TOKEN).expect("token");
+    let (ca_pem, replica) =
+        enrol(&ca, std::slice::from_ref(&token), &token, "a1b2c3d4e5f6").expect("enrol");
+    assert_eq!(replica.node_name(), "a1b2c3d4e5f6");
+    assert_eq!(ca_pem, ca.cert_pem());
+    let other = issue_node_cert(&ca, "ml1", &[]).expect("issue");
+    let client = client_config(&ca_pem, &replica).expect("client");
+    let server = server_config(ca.cert_pem(), &other).expect("server");
+    handshake(client, server, "ml1").expect("replica -> ml1");
+    let client = client_config(ca.cert_pem(), &other).expect("client");
+    let server = server_config(&ca_pem, &replica).expect("server");
+    handshake(client, server, "a1b2c3d4e5f6").expect("ml1 -> replica");
+}
+
+#[test]
+fn a_wrong_token_gets_no_certificate() {
+    let ca = generate_ca("enrol").expect("ca");
+    let accepted = JoinToken::new(TOKEN).expect("token");
+    let wrong = JoinToken::new("ffffffffffffffffffffffffffffffff").expect("token");
+    let error = enrol(&ca, &[accepted], &wrong, "ml-1").expect_err("refused");
+    assert!(matches!(error, EnrolError::UnknownToken), "{error}");
+    let error = enrol(&ca, &[], &wrong, "ml-1").expect_err("no tokens accepted");
+    assert!(matches!(error, EnrolError::UnknownToken), "{error}");
+}
+
+#[test]
+fn a_request_changed_in_transit_is_refused() {
+    let ca = generate_ca("enrol").expect("ca");
+    let token = JoinToken::new(TOKEN).expect("token");
+    let pending = CertificateRequest::new("ml-1", &token).expect("request");
+    let mut renamed = pending.request().clone();
+    renamed.name = "ml-2".into();
+    let validity = std::time::Duration::from_secs(60);
+    let error =
+        sign_request(&ca, std::slice::from_ref(&token), &renamed, validity).expect_err("renamed");
+    assert!(matches!(error, EnrolError::UnknownToken), "{error}");
+    // Someone else's key swapped in: the MAC no longer matches either.
+    let other = CertificateRequest::new("ml-1", &token).expect("request");
+    let mut swapped = pending.request().clone();
+    swapped.csr_pem = other.request().csr_pem.clone();
+    assert!(sign_request(&ca, std::slice::from_ref(&token), &swapped, validity).is_err());
+    let mut garbled = pending.request().clone();
+    garbled.mac = "zz".into();
+    let error = sign_request(&ca, &[token], &garbled, validity).expect_err("garbled");
+    assert!(matches!(error, EnrolError::UnknownToken), "{error}");
+}
+
+#[test]
+fn an_answer_not_made_with_the_token_is_refused() {
+    let ca = generate_ca("enrol").expect("ca");
+    let token = JoinToken::new(TOKEN).expect("token");
+    let pending = CertificateRequest::new("ml-1", &token).expect("request");
+    let (mut answer, _) = sign_request(
+        &ca,
+        std::slice::from_ref(&token),
+        pending.request(),
+        std::time::Duration::from_secs(60),
+    )
+    .expect("signed");
+    // A man in the middle substitutes his own CA: the MAC covers the CA certificate.
+    answer.ca_pem = generate_ca("evil").expect("ca").cert_pem().to_owned();
+    let error = pending.accept(&token, answer).expect_err("forged");
+    assert!(matches!(error, EnrolError::AnswerNotAuthentic), "{error}");
+}
+
+#[test]
+fn a_scoped_token_covers_only_its_names() {
+    let ca = generate_ca("enrol").expect("ca");
+    let token = JoinToken::new(TOKEN)
+        .expect("token")
+        .scoped("ml-*")
+        .expect("pattern");
+    enrol(&ca, std::slice::from_ref(&token), &token, "ml-7").expect("in scope");
+    let error = enrol(&ca, std::slice::from_ref(&token), &token, "db-1").expect_err("out of scope");
+    assert!(
+        matches!(error, EnrolError::NameOutOfScope { .. }),
+        "{error}"
+    );
+    // `ml-` itself is not covered: the `*` stands for at least one character.
+    assert!(!token.permits("ml-"));
+    for bad in ["ml-*-*", "a b", "", "-*"] {
+        assert!(
+            JoinToken::new(TOKEN).expect("token").scoped(bad).is_err(),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn token_lists_parse_scopes_and_refuse_mistakes() {
+    let list = format!("# accepted tokens\n\n{TOKEN} names=ml-*\n{TOKEN}ff\n");
+    let tokens = parse_token_list(&list).expect("list");
+    assert_eq!(tokens.len(), 2);
+    assert!(!tokens[0].permits("x") && tokens[0].permits("ml-1"));
+    assert!(tokens[1].permits("x"));
+    assert!(matches!(
+        parse_token_list(&format!("{TOKEN} name=ml-*")),
+        Err(EnrolError::UnknownField { line: 1, .. })
+    ));
+    assert!(matches!(
+        parse_token_list("short"),
+        Err(EnrolError::InvalidToken)
+    ));
+    assert!(JoinToken::new(&JoinToken::generate()).is_ok());
+    assert_ne!(JoinToken::generate(), JoinToken::generate());
+}
+
+#[test]
+fn enrolment_takes_only_the_public_key_from_the_request() {
+    // A token holder asking for signing rights and extra names gets the standard node profile.
+    let ca = generate_ca("enrol").expect("ca");
+    let token = JoinToken::new(TOKEN).expect("token");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params =
+        rcgen::CertificateParams::new(vec!["ml-1".into(), "evil.example".into()]).expect("params");
+    params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+    let csr_pem = params
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
+    let request = EnrolRequest {
+        name: "ml-1".into(),
+        mac: super::enrolment::request_mac(&token, "ml-1", &csr_pem),
+        csr_pem,
+    };
+    let (answer, fingerprint) = sign_request(
+        &ca,
+        std::slice::from_ref(&token),
+        &request,
+        std::time::Duration::from_secs(60),
+    )
+    .expect("signed");
+    assert_eq!(fingerprint, token.fingerprint());
+    let issued = x509_profile(&answer.cert_pem);
+    assert_eq!(
+        issued,
+        (
+            false,
+            vec!["ml-1".to_owned()],
+            vec![rcgen::KeyUsagePurpose::DigitalSignature]
+        )
+    );
+}
+
+/// Whether the certificate is a CA, its DNS names and key usages.
+fn x509_profile(cert_pem: &str) -> (bool, Vec<String>, Vec<rcgen::KeyUsagePurpose>) {
+    let params = rcgen::CertificateParams::from_ca_cert_pem(cert_pem).expect("parse issued");
+    let names = params
+        .subject_alt_names
+        .iter()
+        .map(|san| match san {
+            rcgen::SanType::DnsName(name) => name.as_str().to_owned(),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    (
+        matches!(params.is_ca, rcgen::IsCa::Ca(_)),
+        names,
+        params.key_usages,
+    )
+}

@@ -10,6 +10,7 @@
 //! - [`uploads`]: safe paths under the shared uploads volume;
 //! - [`broker`]: the RabbitMQ drop-in: cooperative draining of `segmentation_tasks`, HTTP
 //!   callbacks, dead-lettering;
+//! - [`enrolment`]: the CA service that signs replicas' certificates and the node's side;
 //! - [`loadtest`]: `spheromesh loadtest`, load over the HTTP API with throughput,
 //!   latency percentiles, errors by kind and each node's share.
 //!
@@ -18,6 +19,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod broker;
+pub mod enrolment;
 pub mod http;
 pub mod loadtest;
 pub mod logging;

@@ -1,5 +1,6 @@
 //! Subcommands, one file each.
 
+mod ca;
 mod certs;
 mod eval;
 mod loadtest;
@@ -55,6 +56,8 @@ enum Command {
     Node(Box<node::NodeArgs>),
     /// Create the cluster CA, node certificates or a cluster key.
     Certs(certs::CertsArgs),
+    /// The enrolment CA: identical replicas get certificates for their own names.
+    Ca(ca::CaArgs),
     /// Start a local mesh of N nodes with the shipped model (Ctrl-C drains it).
     Up(up::UpArgs),
     /// Offer segmentation load to nodes over HTTP; report throughput, latency and shares.
@@ -139,6 +142,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(args) => synth::run(args),
         Command::Node(args) => node::run(*args),
         Command::Certs(args) => certs::run(args),
+        Command::Ca(args) => ca::run(args),
         Command::Up(args) => up::run(args),
         Command::Loadtest(args) => loadtest::run(args),
         Command::Openapi => {

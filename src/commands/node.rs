@@ -8,12 +8,13 @@ use anyhow::Context;
 use std::sync::Arc;
 
 use spheromesh::broker::{run_consumer, BrokerArgs, BrokerConfig, BrokerStatus};
+use spheromesh::enrolment::EnrolSettings;
 use spheromesh::http::ApiToken;
 use spheromesh::node::{Engine, ExecutorLimits, SyntheticSpec, SYNTHETIC_PREFIX};
 use spheromesh::runtime::{self, NodeConfig, Sidecar};
 use spheromesh::scaling::ScalingSettings;
 use spheromesh_inference::DecodeLimits;
-use spheromesh_mesh::security::key_from_secret;
+use spheromesh_mesh::security::{key_from_secret, JoinToken};
 
 /// Arguments of `spheromesh node`; every flag has an environment fallback.
 #[derive(Debug, clap::Args)]
@@ -61,14 +62,39 @@ pub(crate) struct NodeArgs {
     #[arg(long, env = "SEGMENT_TTA", value_enum, default_value_t = super::Tta::Auto)]
     pub(crate) tta: super::Tta,
     /// Folder with `ca.pem`, `<instance-id>.pem` and `<instance-id>.key` (see `spheromesh certs`).
-    #[arg(long, env = "SPHEROMESH_TLS_DIR")]
+    #[arg(long, env = "SPHEROMESH_TLS_DIR", conflicts_with = "enroll_url")]
     pub(crate) tls_dir: Option<PathBuf>,
+    /// Enrolment CA (`spheromesh ca serve`), e.g. http://ca:7900: instead of a TLS folder,
+    /// make a key and get a certificate for this instance id at start (needs a join token).
+    #[arg(long, env = "ENROLL_URL")]
+    pub(crate) enroll_url: Option<String>,
+    /// Join token for the enrolment CA.
+    #[arg(
+        long,
+        env = "JOIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "join_token_file"
+    )]
+    pub(crate) join_token: Option<String>,
+    /// File holding the join token (a Docker or Kubernetes secret).
+    #[arg(long, env = "JOIN_TOKEN_FILE")]
+    pub(crate) join_token_file: Option<PathBuf>,
+    /// Seconds to keep asking an unreachable enrolment CA before giving up.
+    #[arg(long, env = "ENROLL_TIMEOUT_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) enroll_timeout_secs: u64,
     /// Cluster key sealing gossip: 64 hex digits or a passphrase of 16+ characters.
     #[arg(long, env = "SPHEROMESH_CLUSTER_KEY", hide_env_values = true)]
     pub(crate) cluster_key: Option<String>,
     /// Seconds in-flight work gets to finish on SIGTERM.
     #[arg(long, env = "DRAIN_GRACE_SECS", default_value_t = 30)]
     pub(crate) drain_grace_secs: u64,
+    /// Seconds the HTTP listener stays open after SIGTERM at least (new requests are sent to
+    /// peers), so that clients that found this node by DNS or an endpoint list before it left
+    /// still get answers; it also stays open while local work runs. Must be below
+    /// DRAIN_GRACE_SECS.
+    #[arg(long, env = "DRAIN_LISTEN_SECS", default_value_t = 2)]
+    pub(crate) drain_listen_secs: u64,
     /// Gossip round period in milliseconds.
     #[arg(long, env = "GOSSIP_INTERVAL_MS", default_value_t = 200)]
     pub(crate) gossip_interval_ms: u64,
@@ -150,6 +176,14 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         }
         (None, None) => None,
     };
+    if args.drain_listen_secs >= args.drain_grace_secs.max(1) {
+        anyhow::bail!(
+            "DRAIN_LISTEN_SECS ({}) must be below DRAIN_GRACE_SECS ({})",
+            args.drain_listen_secs,
+            args.drain_grace_secs
+        );
+    }
+    let enrolment = enrolment_settings(&args)?;
     let engine = load_engine(&args, limits)?;
     // Before joining the mesh, so no task waits for one-time kernel work.
     let measured_service = engine.warm_up().context("warming the model up")?;
@@ -184,6 +218,8 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| engine.default_compute_permits(cores)),
         },
         tls_dir: args.tls_dir,
+        enrolment,
+        drain_listen: Duration::from_secs(args.drain_listen_secs),
         cluster_key,
         drain_grace: Duration::from_secs(args.drain_grace_secs),
         gossip_interval: Duration::from_millis(args.gossip_interval_ms),
@@ -223,6 +259,30 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         sidecar,
         runtime::shutdown_signal(),
     ))
+}
+
+/// `ENROLL_URL` with its token, or nothing; a token without a URL (or the reverse) is a
+/// mistake worth stopping for.
+fn enrolment_settings(args: &NodeArgs) -> anyhow::Result<Option<EnrolSettings>> {
+    let token = match (&args.join_token, &args.join_token_file) {
+        (Some(token), _) => Some(JoinToken::new(token).context("JOIN_TOKEN")?),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading JOIN_TOKEN_FILE {}", path.display()))?;
+            Some(JoinToken::new(&text).context("JOIN_TOKEN_FILE")?)
+        }
+        (None, None) => None,
+    };
+    match (&args.enroll_url, token) {
+        (Some(url), Some(token)) => Ok(Some(EnrolSettings {
+            url: url.clone(),
+            token,
+            give_up_after: Duration::from_secs(args.enroll_timeout_secs),
+        })),
+        (Some(_), None) => anyhow::bail!("ENROLL_URL needs JOIN_TOKEN or JOIN_TOKEN_FILE"),
+        (None, Some(_)) => anyhow::bail!("JOIN_TOKEN is set but ENROLL_URL is not"),
+        (None, None) => Ok(None),
+    }
 }
 
 fn load_engine(args: &NodeArgs, limits: DecodeLimits) -> anyhow::Result<Engine> {

@@ -126,8 +126,30 @@ pub fn router(state: AppState) -> Router {
             Arc::clone(&state),
             auth::require_token,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            close_when_draining,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// While the node drains, every answer says `Connection: close`: a client's next request
+/// opens a new connection, which DNS or the load balancer sends to a node that stays,
+/// instead of racing this node's listener closing under an idle keep-alive connection.
+async fn close_when_draining(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut response = next.run(request).await;
+    if !state.ready.load(std::sync::atomic::Ordering::Acquire) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// The OpenAPI document the node serves at `/openapi.json`.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use spheromesh_mesh::security::ClusterKey;
 
+use crate::enrolment::EnrolSettings;
 use crate::http::ApiToken;
 use crate::node::ExecutorLimits;
 use crate::scaling::ScalingSettings;
@@ -36,6 +37,10 @@ pub struct NodeConfig {
     /// Folder with `ca.pem`, `<instance_id>.pem` and `<instance_id>.key`; `None` uses
     /// throwaway credentials (this node then cannot exchange tasks with any peer).
     pub tls_dir: Option<PathBuf>,
+    /// Get credentials from an enrolment CA at start instead (exclusive with `tls_dir`).
+    pub enrolment: Option<EnrolSettings>,
+    /// Least time the HTTP listener stays open after draining starts.
+    pub drain_listen: Duration,
     /// Key sealing gossip; `None` generates a random one (this node then never joins).
     pub cluster_key: Option<ClusterKey>,
     /// Time in-flight work gets to finish on SIGTERM.
@@ -117,6 +122,8 @@ mod tests {
                 inference_threads: 1,
             },
             tls_dir: None,
+            enrolment: None,
+            drain_listen: Duration::ZERO,
             cluster_key: None,
             drain_grace: Duration::from_secs(1),
             gossip_interval: Duration::from_millis(200),

@@ -1,4 +1,5 @@
-//! The node's TLS identity: from `--tls-dir`, or throwaway for a node on its own.
+//! The node's TLS identity: from `--tls-dir`, from the enrolment CA, or throwaway for a
+//! node on its own.
 
 use anyhow::Context;
 use spheromesh_mesh::security::{self, NodeCredentials};
@@ -7,7 +8,12 @@ use tracing::{info, warn};
 use super::NodeConfig;
 
 /// The CA certificate peers must chain to, and this node's credentials.
-pub(super) fn load(config: &NodeConfig) -> anyhow::Result<(String, NodeCredentials)> {
+pub(super) async fn load(config: &NodeConfig) -> anyhow::Result<(String, NodeCredentials)> {
+    if let Some(enrolment) = &config.enrolment {
+        return crate::enrolment::enrol(enrolment, &config.instance_id)
+            .await
+            .context("enrolling with the cluster CA");
+    }
     match &config.tls_dir {
         Some(dir) => {
             let ca = security::load_ca_cert(dir)

@@ -2,9 +2,11 @@
 //! drains on a signal.
 //!
 //! Drain order (backend contract section 6, mesh issue item 8): `/health/ready` turns 503,
-//! the executor admits nothing and gossip says `draining`; after two gossip rounds (peers
-//! have stopped routing here) the HTTP listener closes; in-flight work gets `drain_grace`
-//! to finish; then the QUIC server and gossip stop and `run` returns.
+//! the executor admits nothing and gossip says `draining`; every HTTP answer says
+//! `Connection: close` and new requests go to peers; once peers have stopped routing here
+//! (three gossip rounds), `drain_listen` has passed and local work is done, the HTTP
+//! listener closes; in-flight work gets `drain_grace` in all to finish; then the QUIC
+//! server and gossip stop and `run` returns.
 
 mod config;
 mod credentials;
@@ -55,7 +57,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let prometheus = metrics::install(&config.instance_id).context("installing metrics")?;
-    let (ca_pem, credentials) = credentials::load(&config)?;
+    let (ca_pem, credentials) = credentials::load(&config).await?;
 
     let http_listener = TcpListener::bind(config.http_listen)
         .await
@@ -203,8 +205,15 @@ pub async fn run(
             warn!("broker consumer did not stop within the grace period");
         }
     }
-    // Peers see `draining` within a round or two and stop routing here.
+    // Peers see `draining` within a round or two and stop routing here. The listener stays
+    // open for `drain_listen` and while local work runs: a client that resolved this node
+    // (DNS, an endpoint list) just before it left still gets an answer, from a peer.
     tokio::time::sleep(config.gossip_interval * 3).await;
+    let listen_until = drain_started + config.drain_listen;
+    let grace_ends = drain_started + config.drain_grace;
+    while Instant::now() < grace_ends && (Instant::now() < listen_until || executor.active() > 0) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     http_stop.cancel();
     let left = config.drain_grace.saturating_sub(drain_started.elapsed());
     match tokio::time::timeout(left, http_task).await {

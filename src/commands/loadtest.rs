@@ -52,6 +52,10 @@ pub(crate) struct LoadtestArgs {
     /// On a 503 `busy`, wait for Retry-After and send once more (off: a load test shows them).
     #[arg(long)]
     retry_busy: bool,
+    /// When a connection fails or breaks before any answer (its node died), send the task
+    /// once more on a new connection (off: a load test shows them).
+    #[arg(long)]
+    retry_transport: bool,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -93,6 +97,7 @@ impl LoadtestArgs {
             threshold: self.threshold,
             warmup: self.warmup,
             retry_busy: self.retry_busy,
+            retry_transport: self.retry_transport,
             progress: true,
         };
         config.validate()?;

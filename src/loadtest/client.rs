@@ -10,7 +10,7 @@
 //!   so a slow server shows up in the percentiles instead of silently lowering
 //!   the offered load (Tene's "coordinated omission", as wrk2 corrects it).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,6 +100,10 @@ pub(crate) struct Sender {
     pub(crate) spread: Spread,
     pub(crate) images: Vec<TestImage>,
     pub(crate) retry_busy: bool,
+    /// Send once more after a connection failure before any answer.
+    pub(crate) retry_transport: bool,
+    /// How many tasks that happened to.
+    pub(crate) transport_retries: AtomicU64,
     /// Longest wait honoured for a `Retry-After` (the request timeout).
     pub(crate) max_retry_wait: Duration,
 }
@@ -108,6 +112,11 @@ pub(crate) struct Sender {
 const DEFAULT_RETRY_WAIT: Duration = Duration::from_secs(1);
 
 impl Sender {
+    /// Tasks sent once more after a transport failure.
+    pub(crate) fn transport_retries(&self) -> u64 {
+        self.transport_retries.load(Ordering::Relaxed)
+    }
+
     /// Sends task `index` and measures it from `due`.
     pub(crate) async fn send(&self, index: usize, due: Instant) -> Outcome {
         let url = match self.spread {
@@ -116,8 +125,17 @@ impl Sender {
         };
         let image = &self.images[index % self.images.len()];
         let mut retried = false;
+        let mut transport_retried = false;
         loop {
             match self.attempt(url, image, due).await {
+                Attempt::Done(Outcome::Failed { kind, .. })
+                    if self.retry_transport
+                        && !transport_retried
+                        && (kind == "connect" || kind == "io") =>
+                {
+                    transport_retried = true;
+                    self.transport_retries.fetch_add(1, Ordering::Relaxed);
+                }
                 Attempt::Busy { retry_after } if self.retry_busy && !retried => {
                     retried = true;
                     let wait = retry_after.unwrap_or(DEFAULT_RETRY_WAIT);

@@ -115,6 +115,9 @@ pub struct LoadtestConfig {
     pub warmup: usize,
     /// Honour one `Retry-After` of a 503 `busy` per task instead of counting it.
     pub retry_busy: bool,
+    /// Send a task once more when its connection failed or broke before any answer (the
+    /// node it reached died or was gone); counted apart as `retried_transport`.
+    pub retry_transport: bool,
     /// Draw a progress bar on stderr (hidden anyway when stderr is no terminal).
     pub progress: bool,
 }
@@ -131,6 +134,7 @@ impl Default for LoadtestConfig {
             threshold: None,
             warmup: 0,
             retry_busy: false,
+            retry_transport: false,
             progress: true,
         }
     }
@@ -295,6 +299,8 @@ pub async fn run(config: &LoadtestConfig, images: Vec<TestImage>) -> Result<Repo
         spread: config.spread,
         images,
         retry_busy: config.retry_busy,
+        retry_transport: config.retry_transport,
+        transport_retries: std::sync::atomic::AtomicU64::new(0),
         max_retry_wait: config.timeout,
     });
     if config.warmup > 0 {
@@ -311,15 +317,29 @@ pub async fn run(config: &LoadtestConfig, images: Vec<TestImage>) -> Result<Repo
     let bar = progress_bar(config.progress, config.tasks, "tasks");
     let (outcomes, wall) = match config.load {
         Load::Closed => {
-            client::closed_loop(sender, config.tasks, config.concurrency, bar.clone()).await
+            client::closed_loop(
+                Arc::clone(&sender),
+                config.tasks,
+                config.concurrency,
+                bar.clone(),
+            )
+            .await
         }
         Load::Open { rate, process } => {
             let schedule = arrivals::offsets(process, rate, config.tasks);
-            client::open_loop(sender, &schedule, config.concurrency, bar.clone()).await
+            client::open_loop(
+                Arc::clone(&sender),
+                &schedule,
+                config.concurrency,
+                bar.clone(),
+            )
+            .await
         }
     };
     bar.finish_and_clear();
-    Ok(Report::new(info, &outcomes, wall))
+    let mut report = Report::new(info, &outcomes, wall);
+    report.retried_transport = sender.transport_retries();
+    Ok(report)
 }
 
 fn progress_bar(show: bool, len: usize, prefix: &'static str) -> ProgressBar {

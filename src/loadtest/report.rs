@@ -53,6 +53,8 @@ pub struct Report {
     pub forwarded: u64,
     /// Tasks that got a 503 `busy` and were sent again (`--retry-busy`).
     pub retried_busy: u64,
+    /// Tasks sent again after their connection failed or broke (`--retry-transport`).
+    pub retried_transport: u64,
 }
 
 /// The settings a report repeats next to its numbers.
@@ -116,6 +118,7 @@ impl Report {
             processed_by: stats::shares(nodes),
             forwarded,
             retried_busy,
+            retried_transport: 0,
         }
     }
 
@@ -169,6 +172,9 @@ impl Report {
         );
         if self.retried_busy > 0 {
             row("retried busy", self.retried_busy.to_string());
+        }
+        if self.retried_transport > 0 {
+            row("retried transport", self.retried_transport.to_string());
         }
         let errors = if self.errors.is_empty() {
             "none".to_owned()

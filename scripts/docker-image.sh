@@ -3,6 +3,9 @@
 #
 #   bash scripts/docker-image.sh            # base image (cached) + spheromesh:local
 #   REBUILD_BASE=1 bash scripts/docker-image.sh   # rebuild the base image too
+#   BASE_ONLY=1 bash scripts/docker-image.sh       # only the base image
+#   RABBITMQ_ONLY=1 bash scripts/docker-image.sh   # base + the RabbitMQ image (no binary needed)
+#   SKIP_RABBITMQ=1 / REBUILD_RABBITMQ=1           # leave out / force the RabbitMQ image
 #
 # 1. Base image `spheromesh-base:bookworm`: a Debian bookworm minbase root made with
 #    debootstrap (its default mirror, or DEBIAN_MIRROR when set) and `docker import`ed.
@@ -12,6 +15,11 @@
 #    binary and models/ copied in. The binary is built with `cargo build --release` only
 #    when it is missing. It links only glibc/libm/libgcc_s (checked with ldd below), which
 #    the bookworm base has; the host must be bookworm (or older glibc) for it to run.
+# 3. `spheromesh-rabbitmq:local` (IMAGE_RABBITMQ): compose/rabbitmq/Dockerfile FROM the
+#    base, Debian's rabbitmq-server package (apt-get in the build: needs the Debian
+#    mirror). Rebuilt only when the image is missing or its label
+#    spheromesh.rabbitmq.hash (sha256 of compose/rabbitmq/* and the base image id) differs,
+#    so a CI machine builds it once.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,11 +27,13 @@ cd "$ROOT"
 
 BASE_IMAGE="${BASE_IMAGE:-spheromesh-base:bookworm}"
 IMAGE="${IMAGE:-spheromesh:local}"
+IMAGE_RABBITMQ="${IMAGE_RABBITMQ:-spheromesh-rabbitmq:local}"
 # Empty: debootstrap picks its own default mirror.
 MIRROR="${DEBIAN_MIRROR:-}"
 INCLUDE="ca-certificates,curl,tini"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$TARGET_DIR/release/spheromesh"
+# SPHEROMESH_BIN: the binary to ship (the tests pass the one cargo built for them).
+BIN="${SPHEROMESH_BIN:-$TARGET_DIR/release/spheromesh}"
 
 log() { echo "docker-image.sh: $*" >&2; }
 
@@ -52,6 +62,26 @@ if [[ -n "${REBUILD_BASE:-}" ]] || ! docker image inspect "$BASE_IMAGE" >/dev/nu
 else
     log "base image $BASE_IMAGE exists (REBUILD_BASE=1 to rebuild)"
 fi
+
+[[ -z "${BASE_ONLY:-}" ]] || exit 0
+
+# ---- RabbitMQ image (cached by content hash) -------------------------------------------
+if [[ -z "${SKIP_RABBITMQ:-}" ]]; then
+    base_id="$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")"
+    want="$( (cd compose/rabbitmq && find . -type f | LC_ALL=C sort | xargs sha256sum; echo "$base_id") \
+             | sha256sum | cut -c1-16)"
+    have="$(docker image inspect -f '{{index .Config.Labels "spheromesh.rabbitmq.hash"}}' \
+             "$IMAGE_RABBITMQ" 2>/dev/null || true)"
+    if [[ -z "${REBUILD_RABBITMQ:-}" && "$have" == "$want" ]]; then
+        log "$IMAGE_RABBITMQ is up to date (hash $want; REBUILD_RABBITMQ=1 to rebuild)"
+    else
+        log "docker build compose/rabbitmq -> $IMAGE_RABBITMQ (hash $want, was ${have:-none})"
+        nice -n 10 docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+            --label "spheromesh.rabbitmq.hash=$want" -t "$IMAGE_RABBITMQ" compose/rabbitmq >&2
+        docker image ls "$IMAGE_RABBITMQ" >&2
+    fi
+fi
+[[ -z "${RABBITMQ_ONLY:-}" ]] || exit 0
 
 # ---- 2. application image ------------------------------------------------------------
 if [[ ! -x "$BIN" ]]; then

@@ -56,8 +56,9 @@ fn node_help() -> String {
 
 #[test]
 fn worst_case_drain_fits_every_compose_stop_grace_period() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("compose");
-    let files = compose_files(&dir);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = compose_files(&root.join("compose"));
+    files.extend(compose_files(&root.join("deploy/swarm")));
     let help = node_help();
     let default_drain = help_default(&help, "--drain-grace-secs");
     let default_gossip = help_default(&help, "--gossip-interval-ms");
@@ -632,9 +633,11 @@ impl BrokerSide {
     /// capacity; the HTTP load, one request at a time, adds about 15%) until
     /// [`BrokerSide::stop_publishing`].
     fn start_publishing(&self) -> tokio::task::JoinHandle<broker::Published> {
+        let backend = self.backend.clone();
         tokio::spawn(broker::publish_like_the_backend(
+            support::broker_url(),
             self.rabbit.queue.clone(),
-            self.backend.clone(),
+            move |image| backend.callback_url(image),
             "proj/a.png".into(),
             Duration::from_millis(60),
             self.progress.clone(),

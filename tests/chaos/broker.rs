@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde_json::json;
 
@@ -111,13 +112,15 @@ pub struct Published {
     pub retried: usize,
 }
 
-/// Publishes a task every `every` until `stop` is set, like the backend: one image per
-/// task, the callback on `backend`. A publish the broker does not confirm is retried on a
+/// Publishes a task every `every` until `stop` is set on the broker at `broker_url`, like
+/// the backend: one image per task, the callback at `callback_url(image)`. A publish the broker does not confirm is retried on a
 /// new connection until it is (the backend would report the error and the user would
 /// retry; here nothing is given up). `progress` counts confirmed tasks.
+#[allow(clippy::too_many_arguments)]
 pub async fn publish_like_the_backend(
+    broker_url: String,
     queue: String,
-    backend: FakeBackend,
+    callback_url: impl Fn(uuid::Uuid) -> String,
     image_path: String,
     every: Duration,
     progress: Arc<AtomicUsize>,
@@ -137,13 +140,13 @@ pub async fn publish_like_the_backend(
             json!(format!("chaos-{i}")),
             json!(image.to_string()),
             &image_path,
-            &backend.callback_url(image),
+            &callback_url(image),
             json!({"threshold": 0.5, "model_type": "resunet", "priority": 1}),
         );
         let body = serde_json::to_vec(&msg).expect("json");
         loop {
             if channel.is_none() {
-                channel = confirming_channel().await;
+                channel = confirming_channel(&broker_url, &queue).await;
             }
             let Some(ch) = channel.as_ref() else {
                 out.retried += 1;
@@ -164,10 +167,13 @@ pub async fn publish_like_the_backend(
     out
 }
 
-async fn confirming_channel() -> Option<Channel> {
+/// A channel in confirm mode on which the task queue is declared, as the backend declares
+/// it before publishing (durable): a message published to a queue nobody declared yet is
+/// dropped by the broker and still confirmed.
+async fn confirming_channel(broker_url: &str, queue: &str) -> Option<Channel> {
     let conn = tokio::time::timeout(
         Duration::from_secs(3),
-        Connection::connect(&support::broker_url(), ConnectionProperties::default()),
+        Connection::connect(broker_url, ConnectionProperties::default()),
     )
     .await
     .ok()?
@@ -176,6 +182,16 @@ async fn confirming_channel() -> Option<Channel> {
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .ok()?;
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .ok()?;
     Some(ch)
 }
 
@@ -241,17 +257,29 @@ pub async fn check_callbacks(
     let deadline = Instant::now() + within;
     loop {
         let per = per_task(backend);
-        let missing = published
+        // Which tasks, and when the broker confirmed them (seconds after the first).
+        let missing: Vec<String> = published
             .ids
             .iter()
-            .filter(|id| !per.contains_key(id.as_str()))
-            .count();
-        if missing == 0 {
+            .zip(&published.at)
+            .enumerate()
+            .filter(|(_, (id, _))| !per.contains_key(id.as_str()))
+            .map(|(i, (_, at))| {
+                let since = published
+                    .at
+                    .first()
+                    .map_or(0.0, |first| at.duration_since(*first).as_secs_f64());
+                format!("#{i} at {since:.1}s")
+            })
+            .collect();
+        if missing.is_empty() {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "{scenario}: {missing} of {} tasks have no callback after {within:?} (lost); refused: {:?}",
+            "{scenario}: {} of {} tasks have no callback after {within:?} (lost): {missing:?}; \
+             refused: {:?}",
+            missing.len(),
             published.ids.len(),
             backend.refused()
         );

@@ -11,6 +11,9 @@
 #    (root); Chromium for the cluster page test; schemathesis (a virtual environment in
 #    .venv-schemathesis) for the API fuzz test; promtool for the alert rules
 #    (scripts/check-alert-rules.sh installs it and runs `promtool test rules`);
+#    kubernetes-validate (.venv-kubernetes) for the Kubernetes manifests
+#    (scripts/check-kubernetes.sh); docker-compose for the orchestrator suite, which builds
+#    its own images and needs the machine's Docker engine running (and root for swarm);
 # 3. `cargo test --release --workspace` (release on purpose: candle is ~30x slower
 #    unoptimised).
 #
@@ -66,6 +69,17 @@ fi
 
 step "alert rules: promtool check and test"
 bash scripts/check-alert-rules.sh
+
+step "Kubernetes manifests: offline validation"
+bash scripts/check-kubernetes.sh
+
+# The orchestrator suite (tests/orchestrator.rs) drives the Docker engine with docker-compose
+# and docker swarm; it builds its own images (scripts/docker-image.sh, which installs
+# debootstrap when missing). The engine itself is the machine's; docker-compose is added.
+if ! command -v docker-compose >/dev/null 2>&1; then
+    step "installing docker-compose for the orchestrator suite"
+    $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+fi
 
 step "cargo test --release --workspace"
 cargo test --release --workspace

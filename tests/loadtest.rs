@@ -453,3 +453,66 @@ fn bad_configuration_exits_64() {
         );
     }
 }
+
+/// A TCP front for `backend` that drops its first `drops` connections after reading a
+/// little of the request (as a node killed mid-request does) and relays the later ones.
+fn breaking_front(backend: &str, drops: usize) -> String {
+    use std::io::{Read, Write};
+    let backend: SocketAddr = backend
+        .trim_start_matches("http://")
+        .parse()
+        .expect("backend address");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut client) = conn else { continue };
+            if n < drops {
+                let mut head = [0u8; 64];
+                let _ = client.read(&mut head);
+                drop(client);
+                continue;
+            }
+            let Ok(mut upstream) = std::net::TcpStream::connect(backend) else {
+                continue;
+            };
+            let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut u2);
+                let _ = u2.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut upstream, &mut client);
+                let _ = client.flush();
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn retry_transport_resends_on_new_connections_up_to_three_times() {
+    let server = serve(Script::Slow(Duration::ZERO));
+    let run = |drops: usize, retry: bool| {
+        let front = breaking_front(&server.url, drops);
+        let mut args = vec!["--json", "--targets", &front, "--tasks", "1"];
+        if retry {
+            args.push("--retry-transport");
+        }
+        args.extend(SMALL);
+        report(&args)
+    };
+    let plain = run(1, false);
+    assert_eq!(plain["completed"], 0);
+    assert_eq!(errors(&plain), BTreeMap::from([("io".to_owned(), 1)]));
+
+    // The first try and two resends break; the third resend goes through.
+    let saved = run(3, true);
+    assert_eq!(saved["completed"], 1, "{saved}");
+    assert_eq!(saved["retried_transport"], 1, "{saved}");
+
+    // Four broken connections are one more than the resends: the task fails.
+    let lost = run(4, true);
+    assert_eq!(lost["completed"], 0, "{lost}");
+    assert_eq!(errors(&lost), BTreeMap::from([("io".to_owned(), 1)]));
+}

@@ -53,7 +53,7 @@ pub(crate) struct LoadtestArgs {
     #[arg(long)]
     retry_busy: bool,
     /// When a connection fails or breaks before any answer (its node died), send the task
-    /// once more on a new connection (off: a load test shows them).
+    /// again on a new connection, up to 3 times 250 ms apart (off: a load test shows them).
     #[arg(long)]
     retry_transport: bool,
     /// Print one JSON object instead of the table.

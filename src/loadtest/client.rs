@@ -95,18 +95,30 @@ pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
 #[derive(Debug)]
 pub(crate) struct Sender {
     pub(crate) http: reqwest::Client,
+    /// A client without a connection pool, for resends after a transport failure: a pooled
+    /// connection may lead to the same dead node.
+    pub(crate) fresh: reqwest::Client,
     /// `{target}/segment[?threshold=..]`, one per target.
     pub(crate) urls: Vec<Url>,
     pub(crate) spread: Spread,
     pub(crate) images: Vec<TestImage>,
     pub(crate) retry_busy: bool,
-    /// Send once more after a connection failure before any answer.
+    /// Send again, up to [`TRANSPORT_RESENDS`] times on a new connection, after a
+    /// connection failure before any answer.
     pub(crate) retry_transport: bool,
     /// How many tasks that happened to.
     pub(crate) transport_retries: AtomicU64,
     /// Longest wait honoured for a `Retry-After` (the request timeout).
     pub(crate) max_retry_wait: Duration,
 }
+
+/// Resends of one task after transport failures, under `--retry-transport`. After a
+/// kill, a DNS name with one address per replica keeps the dead one until its replacement
+/// is up (about 2 s here), so a single resend may meet it again.
+pub(crate) const TRANSPORT_RESENDS: u32 = 3;
+
+/// Pause before each resend after a transport failure.
+const TRANSPORT_RESEND_PAUSE: Duration = Duration::from_millis(250);
 
 /// Longest a `Retry-After` without a usable value makes `--retry-busy` wait.
 const DEFAULT_RETRY_WAIT: Duration = Duration::from_secs(1);
@@ -125,16 +137,24 @@ impl Sender {
         };
         let image = &self.images[index % self.images.len()];
         let mut retried = false;
-        let mut transport_retried = false;
+        let mut resends = 0;
         loop {
-            match self.attempt(url, image, due).await {
+            let client = if resends == 0 {
+                &self.http
+            } else {
+                &self.fresh
+            };
+            match self.attempt(client, url, image, due).await {
                 Attempt::Done(Outcome::Failed { kind, .. })
                     if self.retry_transport
-                        && !transport_retried
+                        && resends < TRANSPORT_RESENDS
                         && (kind == "connect" || kind == "io") =>
                 {
-                    transport_retried = true;
-                    self.transport_retries.fetch_add(1, Ordering::Relaxed);
+                    if resends == 0 {
+                        self.transport_retries.fetch_add(1, Ordering::Relaxed);
+                    }
+                    resends += 1;
+                    tokio::time::sleep(TRANSPORT_RESEND_PAUSE).await;
                 }
                 Attempt::Busy { retry_after } if self.retry_busy && !retried => {
                     retried = true;
@@ -163,9 +183,14 @@ impl Sender {
         }
     }
 
-    async fn attempt(&self, url: &Url, image: &TestImage, due: Instant) -> Attempt {
-        let sent = self
-            .http
+    async fn attempt(
+        &self,
+        client: &reqwest::Client,
+        url: &Url,
+        image: &TestImage,
+        due: Instant,
+    ) -> Attempt {
+        let sent = client
             .post(url.clone())
             .header(CONTENT_TYPE, image.content_type)
             .body(image.bytes.to_vec())

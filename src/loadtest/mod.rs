@@ -115,8 +115,9 @@ pub struct LoadtestConfig {
     pub warmup: usize,
     /// Honour one `Retry-After` of a 503 `busy` per task instead of counting it.
     pub retry_busy: bool,
-    /// Send a task once more when its connection failed or broke before any answer (the
-    /// node it reached died or was gone); counted apart as `retried_transport`.
+    /// Send a task again, on a new connection and up to 3 times 250 ms apart, when its
+    /// connection failed or broke before any answer (the node it reached died or was gone);
+    /// such tasks are counted apart as `retried_transport`.
     pub retry_transport: bool,
     /// Draw a progress bar on stderr (hidden anyway when stderr is no terminal).
     pub progress: bool,
@@ -284,6 +285,11 @@ pub async fn run(config: &LoadtestConfig, images: Vec<TestImage>) -> Result<Repo
         .timeout(config.timeout)
         .build()
         .map_err(LoadtestError::Client)?;
+    let fresh = reqwest::Client::builder()
+        .timeout(config.timeout)
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(LoadtestError::Client)?;
     let info = RunInfo {
         targets: config.targets.clone(),
         spread: config.spread.name().to_owned(),
@@ -295,6 +301,7 @@ pub async fn run(config: &LoadtestConfig, images: Vec<TestImage>) -> Result<Repo
     };
     let sender = Arc::new(Sender {
         http,
+        fresh,
         urls,
         spread: config.spread,
         images,

@@ -128,13 +128,19 @@ pub fn restart_count(container: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Prints each container's health-check log and last log lines (for a failed test).
+/// Prints each container's addresses, what it resolves the stack's service names to, the
+/// broker's queues (in the broker's container), its health-check log and last log lines
+/// (for a failed test).
 pub fn dump(label: &str) {
     for c in docker(&["ps", "-aq", "--filter", &format!("label={label}")]).lines() {
         let _ = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "echo \"== {c}\" >&2; docker exec {c} rabbitmqctl -q list_queues name messages_ready messages_unacknowledged consumers >&2 2>/dev/null; docker inspect -f '{{{{.Name}}}} {{{{.State.Status}}}} {{{{json .State.Health}}}}' {c} >&2; docker logs --tail 15 {c} >&2"
+                "exec 1>&2; echo \"== {c}\"; \
+                 docker inspect -f '{{{{.Name}}}} {{{{.State.Status}}}} addresses:{{{{range .NetworkSettings.Networks}}}} {{{{.IPAddress}}}}{{{{end}}}}' {c}; \
+                 docker exec {c} sh -c 'for h in rabbitmq ca ml; do echo $h: $(getent ahostsv4 $h | while read a rest; do echo $a; done | sort -u); done; \
+                   if command -v rabbitmqctl >/dev/null; then rabbitmqctl -q list_queues name messages_ready messages_unacknowledged consumers; fi' 2>/dev/null; \
+                 docker inspect -f '{{{{json .State.Health}}}}' {c}; docker logs --tail 15 {c} 2>&1"
             ))
             .status();
     }

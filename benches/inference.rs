@@ -47,7 +47,7 @@ use image::ImageFormat;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use spheromesh_inference::postprocess::{
-    extract_polygons, open_close_3x3, rasterize_polygons, Mask, PolygonOptions,
+    extract_polygons, open_close_3x3, rasterize_polygons, threshold_upsampled, Mask, PolygonOptions,
 };
 use spheromesh_inference::{
     decode_rgb8, test_utils, to_model_input, DecodeLimits, DevicePreference, Model, ResUNetConfig,
@@ -233,9 +233,29 @@ fn postprocess(c: &mut Criterion, fx: &Fixture) {
     group
         .sample_size(20)
         .measurement_time(Duration::from_secs(3));
-    group.bench_function("256_to_1024", |b| {
+    // What `Segmenter` does after the network (inference/src/segment.rs), in both orders.
+    let tail = |full: Mask| {
+        let cleaned = open_close_3x3(&full);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let polygons = extract_polygons(&cleaned, &opts, &mut rng);
+        let filtered = rasterize_polygons(&polygons, IMAGE_SIDE, IMAGE_SIDE);
+        (polygons, filtered)
+    };
+    group.bench_function("256_to_1024_bilinear", |b| {
         b.iter(|| {
-            // What `Segmenter` does after the network (inference/src/segment.rs).
+            let side = fx.prob_side;
+            tail(threshold_upsampled(
+                &fx.probabilities,
+                side,
+                side,
+                IMAGE_SIDE,
+                IMAGE_SIDE,
+                THRESHOLD,
+            ))
+        });
+    });
+    group.bench_function("256_to_1024_nearest", |b| {
+        b.iter(|| {
             let binary = fx
                 .probabilities
                 .iter()
@@ -243,12 +263,7 @@ fn postprocess(c: &mut Criterion, fx: &Fixture) {
                 .collect();
             let small = Mask::from_vec(fx.prob_side, fx.prob_side, binary)
                 .unwrap_or_else(|| panic!("mask size"));
-            let full = small.resize_nearest(IMAGE_SIDE, IMAGE_SIDE);
-            let cleaned = open_close_3x3(&full);
-            let mut rng = ChaCha8Rng::seed_from_u64(0);
-            let polygons = extract_polygons(&cleaned, &opts, &mut rng);
-            let filtered = rasterize_polygons(&polygons, IMAGE_SIDE, IMAGE_SIDE);
-            (polygons, filtered)
+            tail(small.resize_nearest(IMAGE_SIDE, IMAGE_SIDE))
         });
     });
     group.finish();

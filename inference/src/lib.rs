@@ -15,6 +15,7 @@ mod model;
 mod overlay;
 pub mod postprocess;
 mod preprocess;
+mod resample;
 mod segment;
 pub mod synth;
 #[cfg(feature = "test-utils")]
@@ -29,4 +30,4 @@ pub use model::{
 };
 pub use overlay::render_overlay;
 pub use preprocess::to_model_input;
-pub use segment::{SegmentError, SegmentOptions, Segmentation, Segmenter, StageTimings};
+pub use segment::{SegmentError, SegmentOptions, Segmentation, Segmenter, StageTimings, Upsample};

@@ -1,6 +1,8 @@
 //! The whole pipeline for one image: decode, resize to the network input,
-//! ResUNet, threshold, nearest resize back, 3x3 open then close, contour
-//! tracing, and the polygon JSON of the SpherosegV4 contract (section 4-5).
+//! ResUNet, bilinear resize of the probabilities back to the image and threshold
+//! (or the old service's threshold then nearest resize, [`Upsample`]), 3x3 open
+//! then close, contour tracing, and the polygon JSON of the SpherosegV4 contract
+//! (section 4-5).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,8 +13,8 @@ use rand::SeedableRng;
 use crate::decode::{decode_rgb8, DecodeError, DecodeLimits};
 use crate::model::Model;
 use crate::postprocess::{
-    extract_polygons, open_close_3x3, rasterize_polygons, InvalidPolygonOptions, Mask, Polygon,
-    PolygonOptions,
+    extract_polygons, open_close_3x3, rasterize_polygons, threshold_upsampled,
+    InvalidPolygonOptions, Mask, Polygon, PolygonOptions,
 };
 use crate::preprocess::to_model_input;
 
@@ -32,6 +34,19 @@ impl Default for SegmentOptions {
             polygons: PolygonOptions::default(),
         }
     }
+}
+
+/// How the network's probability map is brought to the image's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Upsample {
+    /// Bilinear resize of the probabilities, then the threshold: the outline follows the
+    /// edge at the image's resolution.
+    #[default]
+    Bilinear,
+    /// Threshold at the network's size, then nearest-neighbour resize of the mask: the old
+    /// service's order, whose outlines step by the scale factor (4 px on a 1000-pixel image
+    /// from a 256 network).
+    Nearest,
 }
 
 /// Why an image could not be segmented.
@@ -86,6 +101,7 @@ pub struct Segmenter {
     model: Arc<Model>,
     limits: DecodeLimits,
     dihedral_tta: bool,
+    upsample: Upsample,
 }
 
 impl Segmenter {
@@ -95,7 +111,19 @@ impl Segmenter {
             model: Arc::new(model),
             limits,
             dihedral_tta: false,
+            upsample: Upsample::default(),
         }
+    }
+
+    /// Chooses how the probabilities reach the image's size (default [`Upsample::Bilinear`]).
+    pub fn with_upsample(mut self, upsample: Upsample) -> Self {
+        self.upsample = upsample;
+        self
+    }
+
+    /// How the probabilities reach the image's size.
+    pub fn upsample(&self) -> Upsample {
+        self.upsample
     }
 
     /// Averages the network's output over the eight symmetries of the square (test-time
@@ -160,7 +188,7 @@ impl Segmenter {
         }
         .map_err(|e| SegmentError::Inference(e.to_string()))?;
         let t2 = Instant::now();
-        let (mask, polygons) = postprocess(&probs, size as u32, width, height, opts);
+        let (mask, polygons) = postprocess(&probs, size as u32, width, height, self.upsample, opts);
         let timings = StageTimings {
             decode: Duration::ZERO,
             preprocess: t1 - t0,
@@ -185,21 +213,29 @@ fn check_options(opts: &SegmentOptions) -> Result<(), SegmentError> {
     Ok(())
 }
 
-/// Threshold network probabilities, resize to the image, clean and trace.
+/// Threshold network probabilities at the image's size, clean and trace.
 /// Returns the filtered mask (what the polygons rasterise to) and the polygons.
 pub(crate) fn postprocess(
     probs: &[f32],
     size: u32,
     width: u32,
     height: u32,
+    upsample: Upsample,
     opts: &SegmentOptions,
 ) -> (Mask, Vec<Polygon>) {
-    let binary: Vec<u8> = probs
-        .iter()
-        .map(|&p| u8::from(p > opts.threshold))
-        .collect();
-    let small = Mask::from_vec(size, size, binary).unwrap_or_else(|| Mask::new(size, size));
-    polygons_from_mask(&small.resize_nearest(width, height), opts)
+    let full = match upsample {
+        Upsample::Bilinear => threshold_upsampled(probs, size, size, width, height, opts.threshold),
+        Upsample::Nearest => {
+            let binary: Vec<u8> = probs
+                .iter()
+                .map(|&p| u8::from(p > opts.threshold))
+                .collect();
+            Mask::from_vec(size, size, binary)
+                .unwrap_or_else(|| Mask::new(size, size))
+                .resize_nearest(width, height)
+        }
+    };
+    polygons_from_mask(&full, opts)
 }
 
 /// The shared tail of the model and baseline pipelines: open/close, trace,

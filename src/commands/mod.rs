@@ -80,6 +80,29 @@ pub(crate) struct ModelArgs {
     /// off for the original 132 M-parameter network.
     #[arg(long, env = "SEGMENT_TTA", value_enum, default_value_t = Tta::Auto)]
     pub(crate) tta: Tta,
+    /// How the network's probabilities reach the image's size: `bilinear` resizes them and
+    /// then thresholds, so outlines follow the edge at full resolution; `nearest` thresholds
+    /// at the network's size and resizes the mask, as the old service did (stepped outlines).
+    #[arg(long, env = "SEGMENT_UPSAMPLE", value_enum, default_value_t = UpsampleArg::Bilinear)]
+    pub(crate) upsample: UpsampleArg,
+}
+
+/// How probabilities reach the image's size (see [`spheromesh_inference::Upsample`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum UpsampleArg {
+    /// Bilinear resize of the probabilities, then the threshold.
+    Bilinear,
+    /// Threshold, then nearest resize of the mask (the old service).
+    Nearest,
+}
+
+impl From<UpsampleArg> for spheromesh_inference::Upsample {
+    fn from(arg: UpsampleArg) -> Self {
+        match arg {
+            UpsampleArg::Bilinear => Self::Bilinear,
+            UpsampleArg::Nearest => Self::Nearest,
+        }
+    }
 }
 
 /// Test-time augmentation setting.
@@ -112,7 +135,9 @@ impl ModelArgs {
     ) -> anyhow::Result<spheromesh_inference::Segmenter> {
         let model = self.load()?;
         let tta = self.tta.enabled_for(&model);
-        Ok(spheromesh_inference::Segmenter::new(model, limits).with_dihedral_tta(tta))
+        Ok(spheromesh_inference::Segmenter::new(model, limits)
+            .with_dihedral_tta(tta)
+            .with_upsample(self.upsample.into()))
     }
 
     /// Loads the model and logs where it runs.
@@ -123,6 +148,7 @@ impl ModelArgs {
             .with_context(|| format!("loading model {}", self.model.display()))?;
         tracing::info!(
             tta = self.tta.enabled_for(&model),
+            upsample = ?self.upsample,
             model = %self.model.display(),
             device = %model.device_name(),
             features = ?model.config().features,

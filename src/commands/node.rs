@@ -61,6 +61,10 @@ pub(crate) struct NodeArgs {
     /// Test-time augmentation (8 views): auto (on for small models), on or off.
     #[arg(long, env = "SEGMENT_TTA", value_enum, default_value_t = super::Tta::Auto)]
     pub(crate) tta: super::Tta,
+    /// How probabilities reach the image's size: bilinear (full-resolution outlines) or
+    /// nearest (the old service's stepped outlines).
+    #[arg(long, env = "SEGMENT_UPSAMPLE", value_enum, default_value_t = super::UpsampleArg::Bilinear)]
+    pub(crate) upsample: super::UpsampleArg,
     /// Folder with `ca.pem`, `<instance-id>.pem` and `<instance-id>.key` (see `spheromesh certs`).
     #[arg(long, env = "SPHEROMESH_TLS_DIR", conflicts_with = "enroll_url")]
     pub(crate) tls_dir: Option<PathBuf>,
@@ -298,6 +302,7 @@ fn load_engine(args: &NodeArgs, limits: DecodeLimits) -> anyhow::Result<Engine> 
         model: PathBuf::from(&args.model),
         device: args.device.clone(),
         tta: args.tta,
+        upsample: args.upsample,
     }
     .segmenter(limits)?;
     Ok(Engine::Model(segmenter))

@@ -52,7 +52,9 @@ pub(crate) fn run(args: SegmentArgs) -> anyhow::Result<()> {
         max_pixels: args.max_pixels,
     };
     let tta = args.model.tta.enabled_for(&model);
-    let segmenter = Segmenter::new(model, limits).with_dihedral_tta(tta);
+    let segmenter = Segmenter::new(model, limits)
+        .with_dihedral_tta(tta)
+        .with_upsample(args.model.upsample.into());
     let opts = SegmentOptions {
         threshold: args.threshold,
         polygons: PolygonOptions {

@@ -1,8 +1,11 @@
 //! Post-processing: binary mask to SpherosegV4 polygons (contract section 4).
 //!
 //! The pipeline the old service ran after the network, rebuilt without
-//! OpenCV: nearest-neighbour resize to the original size
-//! ([`Mask::resize_nearest`], OpenCV `INTER_NEAREST`), 3x3 opening then
+//! OpenCV, with one change: the probabilities reach the original size by
+//! bilinear resize before the threshold ([`threshold_upsampled`]) instead of
+//! a nearest-neighbour resize of the thresholded mask
+//! ([`Mask::resize_nearest`], OpenCV `INTER_NEAREST`, still available), so
+//! outlines follow the edge at full resolution. Then 3x3 opening then
 //! closing ([`open_close_3x3`], Serra 1982), Suzuki & Abe (1985) border
 //! following ([`find_contours`], as `findContours(RETR_TREE,
 //! CHAIN_APPROX_NONE)`), area filtering and JSON shaping
@@ -19,6 +22,7 @@ mod raster;
 mod simplify;
 #[cfg(test)]
 mod tests;
+mod upsample;
 
 pub use contours::{contour_area, find_contours, Contour};
 pub use mask::Mask;
@@ -27,3 +31,4 @@ pub use options::{InvalidPolygonOptions, PolygonOptions};
 pub use polygons::{extract_polygons, Point, Polygon, PolygonType, COLORS};
 pub use raster::rasterize_polygons;
 pub use simplify::simplify_closed;
+pub use upsample::threshold_upsampled;

@@ -76,7 +76,7 @@ pub(crate) fn run(args: EvalArgs) -> anyhow::Result<()> {
 }
 
 fn to_json(source: &str, r: &EvalReport) -> serde_json::Value {
-    let m = |s: &spheromesh_inference::eval::MeanScores| serde_json::json!({"iou": s.iou, "dice": s.dice, "count": s.count});
+    let m = |s: &spheromesh_inference::eval::MeanScores| serde_json::json!({"iou": s.iou, "dice": s.dice, "boundary_f1": s.boundary_f1, "count": s.count});
     serde_json::json!({
         "data": source,
         "model": {"overall": m(&r.model.overall), "hard": m(&r.model.hard)},
@@ -87,17 +87,18 @@ fn to_json(source: &str, r: &EvalReport) -> serde_json::Value {
 fn table(source: &str, r: &EvalReport) -> String {
     let row = |name: &str, s: &spheromesh_inference::eval::MethodScores| {
         format!(
-            "| {name:<14} | {:>6.4} | {:>6.4} | {:>6.4} | {:>6.4} |\n",
-            s.overall.iou, s.overall.dice, s.hard.iou, s.hard.dice
+            "| {name:<14} | {:>6.4} | {:>6.4} | {:>7.4} | {:>8.4} | {:>9.4} |\n",
+            s.overall.iou, s.overall.dice, s.overall.boundary_f1, s.hard.iou, s.hard.dice
         )
     };
     format!(
         "data: {source} ({} images, {} hard)\n\
-         | method         | IoU    | Dice   | hard IoU | hard Dice |\n\
-         |----------------|--------|--------|--------|--------|\n{}{}\
+         | method         | IoU    | Dice   | BF1@{}px | hard IoU | hard Dice |\n\
+         |----------------|--------|--------|---------|----------|-----------|\n{}{}\
          hard-subset IoU gain over Otsu: {:+.4}\n",
         r.model.overall.count,
         r.model.hard.count,
+        spheromesh_inference::eval::BOUNDARY_TOLERANCE_PX,
         row("ResUNet", &r.model),
         row("Otsu baseline", &r.baseline),
         r.model.hard.iou - r.baseline.hard.iou

@@ -3,7 +3,7 @@
 
 use image::GrayImage;
 
-use super::{otsu_foreground, ScoreAccumulator};
+use super::{otsu_foreground, PairScores, ScoreAccumulator};
 use crate::synth;
 
 /// 3x3 binary erosion (`min`) or dilation (`max`), treating pixels outside the image as background.
@@ -90,8 +90,9 @@ fn score(count: usize, side: u32) -> (ScoreAccumulator, Vec<(synth::SampleTags, 
         }
         *(if is_hard { &mut hard } else { &mut easy }) += 1;
         let pred = baseline(&sample.image);
-        let (iou, _) = acc.push(pred.as_raw(), sample.mask.as_raw(), is_hard);
-        per_sample.push((sample.tags, iou));
+        let scores = PairScores::of(pred.as_raw(), sample.mask.as_raw(), pred.width());
+        acc.push(scores, is_hard);
+        per_sample.push((sample.tags, scores.iou));
     }
     (acc, per_sample)
 }

@@ -4,7 +4,7 @@
 //! Both treat any nonzero byte as foreground. When prediction and truth are both empty they agree perfectly, so
 //! the score is 1.0 (the convention of most segmentation benchmarks; 0/0 would otherwise be undefined).
 
-/// Foreground intersection and union counts, plus the two foreground sizes.
+/// Foreground intersection and the two foreground sizes.
 fn counts(pred: &[u8], truth: &[u8]) -> (u64, u64, u64) {
     assert_eq!(
         pred.len(),
@@ -52,6 +52,35 @@ pub fn dice(pred: &[u8], truth: &[u8]) -> f64 {
     }
 }
 
+/// Tolerance of the boundary score, in pixels.
+pub const BOUNDARY_TOLERANCE_PX: u32 = 2;
+
+/// The scores of one prediction against its truth.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairScores {
+    /// Intersection over union.
+    pub iou: f64,
+    /// Dice coefficient.
+    pub dice: f64,
+    /// Boundary F1 at [`BOUNDARY_TOLERANCE_PX`] ([`super::boundary_f1`]).
+    pub boundary_f1: f64,
+}
+
+impl PairScores {
+    /// Scores row-major masks of `width` pixels per row (nonzero is foreground).
+    ///
+    /// # Panics
+    ///
+    /// When the slices have different lengths or `width` does not divide them.
+    pub fn of(pred: &[u8], truth: &[u8], width: u32) -> Self {
+        Self {
+            iou: iou(pred, truth),
+            dice: dice(pred, truth),
+            boundary_f1: super::boundary_f1(pred, truth, width, BOUNDARY_TOLERANCE_PX),
+        }
+    }
+}
+
 /// Mean scores over a set of samples.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MeanScores {
@@ -59,6 +88,8 @@ pub struct MeanScores {
     pub iou: f64,
     /// Mean Dice coefficient; 0 when `count` is 0.
     pub dice: f64,
+    /// Mean boundary F1 at [`BOUNDARY_TOLERANCE_PX`]; 0 when `count` is 0.
+    pub boundary_f1: f64,
     /// Number of samples averaged.
     pub count: usize,
 }
@@ -68,13 +99,15 @@ pub struct MeanScores {
 struct Sums {
     iou: f64,
     dice: f64,
+    boundary_f1: f64,
     count: usize,
 }
 
 impl Sums {
-    fn add(&mut self, iou: f64, dice: f64) {
-        self.iou += iou;
-        self.dice += dice;
+    fn add(&mut self, s: PairScores) {
+        self.iou += s.iou;
+        self.dice += s.dice;
+        self.boundary_f1 += s.boundary_f1;
         self.count += 1;
     }
 
@@ -86,12 +119,13 @@ impl Sums {
         MeanScores {
             iou: self.iou / n,
             dice: self.dice / n,
+            boundary_f1: self.boundary_f1 / n,
             count: self.count,
         }
     }
 }
 
-/// Accumulates per-sample IoU and Dice into means overall, on hard samples and on easy samples.
+/// Accumulates per-sample scores into means overall, on hard samples and on easy samples.
 #[derive(Debug, Clone, Default)]
 pub struct ScoreAccumulator {
     all: Sums,
@@ -105,33 +139,13 @@ impl ScoreAccumulator {
         Self::default()
     }
 
-    /// Scores one prediction against its truth, records it, and returns `(iou, dice)`.
-    ///
-    /// # Panics
-    ///
-    /// When the slices have different lengths.
-    pub fn push(&mut self, pred: &[u8], truth: &[u8], hard: bool) -> (f64, f64) {
-        let (inter, p, t) = counts(pred, truth);
-        let union = p + t - inter;
-        let (iou, dice) = if union == 0 {
-            (1.0, 1.0)
-        } else {
-            (
-                inter as f64 / union as f64,
-                2.0 * inter as f64 / (p + t) as f64,
-            )
-        };
-        self.push_scores(iou, dice, hard);
-        (iou, dice)
-    }
-
-    /// Records scores computed elsewhere.
-    pub fn push_scores(&mut self, iou: f64, dice: f64, hard: bool) {
-        self.all.add(iou, dice);
+    /// Records one sample's scores.
+    pub fn push(&mut self, scores: PairScores, hard: bool) {
+        self.all.add(scores);
         if hard {
-            self.hard.add(iou, dice);
+            self.hard.add(scores);
         } else {
-            self.easy.add(iou, dice);
+            self.easy.add(scores);
         }
     }
 
@@ -196,13 +210,22 @@ mod tests {
     #[test]
     fn accumulator_splits_hard_and_easy() {
         let mut acc = ScoreAccumulator::new();
-        acc.push(&[255, 0], &[255, 0], false);
-        acc.push(&[255, 0], &[0, 255], true);
-        acc.push_scores(0.5, 0.6, true);
+        acc.push(PairScores::of(&[255, 0], &[255, 0], 2), false);
+        acc.push(PairScores::of(&[255, 0], &[0, 255], 2), true);
+        acc.push(
+            PairScores {
+                iou: 0.5,
+                dice: 0.6,
+                boundary_f1: 0.8,
+            },
+            true,
+        );
         assert_eq!(acc.overall().count, 3);
         assert_eq!(acc.easy().iou, 1.0);
         assert!((acc.hard().iou - 0.25).abs() < 1e-12);
         assert!((acc.hard().dice - 0.3).abs() < 1e-12);
+        // Neighbouring one-pixel objects: each boundary is within tolerance of the other (1.0).
+        assert!((acc.hard().boundary_f1 - 0.9).abs() < 1e-12);
         assert_eq!(ScoreAccumulator::new().overall(), MeanScores::default());
     }
 }

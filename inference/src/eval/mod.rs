@@ -1,4 +1,5 @@
-//! Evaluation: overlap metrics for binary masks and the classical Otsu baseline the model must beat.
+//! Evaluation: overlap and boundary metrics for binary masks and the classical Otsu baseline the
+//! model must beat.
 //!
 //! ```
 //! # use spheromesh_inference::eval;
@@ -6,16 +7,18 @@
 //! let pred = [255u8, 0, 0, 0];
 //! assert_eq!(eval::iou(&pred, &truth), 0.5);
 //! let mut scores = eval::ScoreAccumulator::new();
-//! scores.push(&pred, &truth, false);
+//! scores.push(eval::PairScores::of(&pred, &truth, 4), false);
 //! assert_eq!(scores.easy().count, 1);
 //! ```
 
 #[cfg(test)]
 mod baseline_tests;
+mod boundary;
 mod metrics;
 mod otsu;
 mod report;
 
-pub use metrics::{dice, iou, MeanScores, ScoreAccumulator};
+pub use boundary::boundary_f1;
+pub use metrics::{dice, iou, MeanScores, PairScores, ScoreAccumulator, BOUNDARY_TOLERANCE_PX};
 pub use otsu::{otsu_foreground, otsu_threshold, to_grey8};
 pub use report::{evaluate_folder, evaluate_synthetic, EvalError, EvalReport, MethodScores};

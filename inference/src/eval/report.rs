@@ -1,13 +1,13 @@
 //! Evaluation runs: the model and the Otsu baseline through the same
 //! post-processing (3x3 open/close, contour area limits), scored at the
-//! original image resolution against ground truth.
+//! original image resolution against ground truth: IoU, Dice and boundary F1.
 
 use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, GrayImage};
 use rayon::prelude::*;
 
-use super::{otsu_foreground, MeanScores, ScoreAccumulator};
+use super::{otsu_foreground, MeanScores, PairScores, ScoreAccumulator};
 use crate::decode::{decode_dynamic, to_rgb8, DecodeError, DecodeLimits};
 use crate::postprocess::Mask;
 use crate::segment::{polygons_from_mask, SegmentError, SegmentOptions, Segmenter};
@@ -64,13 +64,13 @@ pub enum EvalError {
     Data(String),
 }
 
-/// One scored image: (model mask, baseline mask, truth, hard?).
+/// One image's scores: (model, baseline).
 fn score_pair(
     segmenter: &Segmenter,
     image: &DynamicImage,
     truth: &GrayImage,
     opts: &SegmentOptions,
-) -> Result<(f64, f64, f64, f64), SegmentError> {
+) -> Result<(PairScores, PairScores), SegmentError> {
     let seg = segmenter.segment_image(&to_rgb8(image), opts)?;
     let truth01: Vec<u8> = truth.as_raw().iter().map(|&v| u8::from(v > 127)).collect();
     let (w, h) = truth.dimensions();
@@ -78,19 +78,17 @@ fn score_pair(
     let otsu_mask = Mask::from_vec(w, h, otsu.into_raw()).unwrap_or_else(|| Mask::new(w, h));
     let (base, _) = polygons_from_mask(&otsu_mask, opts);
     Ok((
-        super::iou(seg.mask.as_slice(), &truth01),
-        super::dice(seg.mask.as_slice(), &truth01),
-        super::iou(base.as_slice(), &truth01),
-        super::dice(base.as_slice(), &truth01),
+        PairScores::of(seg.mask.as_slice(), &truth01, w),
+        PairScores::of(base.as_slice(), &truth01, w),
     ))
 }
 
-fn report(rows: Vec<((f64, f64, f64, f64), bool)>) -> EvalReport {
+fn report(rows: Vec<((PairScores, PairScores), bool)>) -> EvalReport {
     let mut model = ScoreAccumulator::new();
     let mut baseline = ScoreAccumulator::new();
-    for ((mi, md, bi, bd), hard) in rows {
-        model.push_scores(mi, md, hard);
-        baseline.push_scores(bi, bd, hard);
+    for ((m, b), hard) in rows {
+        model.push(m, hard);
+        baseline.push(b, hard);
     }
     EvalReport {
         model: MethodScores {
@@ -121,7 +119,7 @@ pub fn evaluate_synthetic(
             let sample = synth::generate(seed);
             score_pair(segmenter, &sample.image, &sample.mask, opts)
                 .inspect(|s| {
-                    tracing::debug!(seed, tags = ?sample.tags, model_iou = s.0, baseline_iou = s.2, "scored");
+                    tracing::debug!(seed, tags = ?sample.tags, model_iou = s.0.iou, baseline_iou = s.1.iou, "scored");
                 })
                 .map(|s| (s, sample.tags.is_hard()))
                 .map_err(|source| EvalError::Segment {

@@ -490,8 +490,10 @@ impl Stack for Swarm {
 impl Drop for Swarm {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            // Every task of every service, failed ones with their error: a task that failed
+            // to start may have left its address behind in the service's DNS answer.
             let _ = Command::new("docker")
-                .args(["service", "ps", "--no-trunc", &self.service()])
+                .args(["stack", "ps", "--no-trunc", &self.stack])
                 .status();
             docker::dump(&self.stack_label());
         }

@@ -81,7 +81,7 @@ fn settings(rabbit_port: u16) -> Settings {
         .args(["-R", "a+rX"])
         .arg(uploads.path()));
     let password = "e2e-test-only-password";
-    let envs = vec![
+    let explicit = vec![
         ("SPHEROMESH_CLUSTER_KEY", docker::secret(&["certs", "key"])),
         ("SPHEROMESH_JOIN_TOKEN", docker::secret(&["ca", "token"])),
         ("RABBITMQ_USER", "spheromesh".to_owned()),
@@ -95,15 +95,39 @@ fn settings(rabbit_port: u16) -> Settings {
         ("DRAIN_GRACE_SECS", "20".to_owned()),
         ("DRAIN_LISTEN_SECS", "2".to_owned()),
         ("UPLOADS_DIR", uploads.path().to_string_lossy().into_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    ];
+    // Every other variable the stack files read is blanked, so the files' defaults apply
+    // whatever the caller's shell exports: the test script exports RABBITMQ_URL for the host
+    // broker, which would point every replica at 127.0.0.1 inside its container.
+    let mut envs: Vec<(String, String)> = stack_variables()
+        .into_iter()
+        .map(|name| (name, String::new()))
+        .collect();
+    envs.extend(explicit.into_iter().map(|(k, v)| (k.to_owned(), v)));
     Settings {
         envs,
         rabbit_url: format!("amqp://spheromesh:{password}@127.0.0.1:{rabbit_port}/%2f"),
         uploads,
     }
+}
+
+/// The names of the `${NAME...}` variables the compose and stack files read.
+fn stack_variables() -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for file in ["compose/docker-compose.yml", "deploy/swarm/stack.yml"] {
+        let text = std::fs::read_to_string(root().join(file)).expect("stack file");
+        for (start, _) in text.match_indices("${") {
+            let name: String = text[start + 2..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                names.insert(name);
+            }
+        }
+    }
+    assert!(names.contains("RABBITMQ_URL"), "{names:?}");
+    names
 }
 
 /// The scenario both stacks go through.

@@ -354,15 +354,24 @@ impl Drop for Compose {
     }
 }
 
-#[test]
-fn compose_scales_3_5_2_and_survives_a_kill_under_http_and_broker_load() {
-    let _one = ONE_STACK
+/// Waits for the machine's one stack slot, then builds the images; `None` when there is
+/// no Docker engine and the test may skip (never under `CI=true`).
+fn one_stack_with_images() -> Option<std::sync::MutexGuard<'static, ()>> {
+    let one = ONE_STACK
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !docker::engine_or_skip() {
-        return;
+        return None;
     }
     docker::build_images(&root());
+    Some(one)
+}
+
+#[test]
+fn compose_scales_3_5_2_and_survives_a_kill_under_http_and_broker_load() {
+    let Some(_one) = one_stack_with_images() else {
+        return;
+    };
     let settings = settings(15673);
     let stack = Compose {
         project: "spheromesh-e2e".to_owned(),
@@ -527,13 +536,9 @@ impl Drop for Swarm {
 
 #[test]
 fn swarm_scales_rolls_and_survives_a_kill_under_http_and_broker_load() {
-    let _one = ONE_STACK
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !docker::engine_or_skip() {
+    let Some(_one) = one_stack_with_images() else {
         return;
-    }
-    docker::build_images(&root());
+    };
     let _swarm = SwarmGuard::join();
     let settings = settings(15674);
     let stack = Swarm {

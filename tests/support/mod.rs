@@ -96,6 +96,11 @@ pub fn unique_queue(test: &str) -> String {
 
 /// Declares `queue` as the backend does (durable, no arguments).
 pub async fn declare(ch: &Channel, queue: &str) {
+    try_declare(ch, queue).await.expect("declare queue");
+}
+
+/// [`declare`] for callers that recover from a broken connection.
+pub async fn try_declare(ch: &Channel, queue: &str) -> lapin::Result<()> {
     ch.queue_declare(
         queue.into(),
         QueueDeclareOptions {
@@ -105,7 +110,7 @@ pub async fn declare(ch: &Channel, queue: &str) {
         FieldTable::default(),
     )
     .await
-    .expect("declare queue");
+    .map(|_| ())
 }
 
 /// Publishes like the backend: default exchange, persistent, no content type.

@@ -1,67 +1,138 @@
 //! The shipped model's quality on held-out synthetic data (seeds never used
 //! in training), against the classical Otsu baseline through the same
-//! post-processing.
+//! post-processing, served as the nodes serve it (8-view test-time
+//! augmentation, `--tta auto`; probabilities resized bilinearly to the image
+//! before the threshold).
 //!
-//! The segmentation issue's acceptance bar is mean IoU >= 0.92 and a
-//! hard-subset gain >= 0.10 over Otsu. The shipped model, served as the nodes
-//! serve it (8-view test-time augmentation, `--tta auto`, probabilities resized
-//! bilinearly to the image before the threshold), reaches 0.9245 and +0.284 on
-//! these seeds, boundary F1 at 2 px 0.675 (models/README.md). The old order,
-//! threshold at 256 then nearest resize (`--upsample nearest`), gives 0.9208 and a
-//! boundary F1 of 0.649: the boundary floor below tells the two apart.
+//! The model-quality issue asks for: v2 held-out IoU >= 0.92, IoU >= 0.90 on the
+//! independently written renderer (`eval::shift`), a gain >= 0.15 over Otsu on
+//! the cell-cloud, bubble and fibre subsets, and at most 5 % of scenes without
+//! a spheroid getting a polygon. Only the subset gains are met today
+//! (models/README.md: v2 0.8757, shift 0.8402, no-spheroid 53 % / 45 %). The
+//! other floors below are regression guards just under the measured values,
+//! NOT the issue's targets; raise them as the model improves. The evaluation is
+//! deterministic, so the guards do not flake.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
-use spheromesh_inference::eval::evaluate_synthetic;
+use spheromesh_inference::eval::{evaluate_empty, evaluate_synthetic, SynthSet};
 use spheromesh_inference::train::{TrainConfig, TRAIN_DATA_SEED};
 use spheromesh_inference::{DecodeLimits, DevicePreference, Model, SegmentOptions, Segmenter};
 
-/// Held-out seeds: disjoint from the training pool `TRAIN_DATA_SEED..+pool_size`.
+/// Held-out seeds: disjoint from every training pool (all lie in
+/// `TRAIN_DATA_SEED..TRAIN_DATA_SEED + 1_000_000`).
 const HELD_OUT_SEED: u64 = 7_000_000;
 const HELD_OUT_COUNT: usize = 120;
-/// The issue's bar (measured 0.9245 with test-time augmentation).
-const MIN_MEAN_IOU: f64 = 0.92;
-/// The issue's bar for the hard subset (measured +0.2840).
-const MIN_HARD_GAIN: f64 = 0.10;
-/// Boundary F1 at 2 px: measured 0.6748 with full-resolution outlines, 0.6487 with the
-/// old nearest resize; the floor sits between them.
-const MIN_BOUNDARY_F1: f64 = 0.66;
+const EMPTY_COUNT: usize = 100;
+/// Guard under the measured 0.8757 (issue target 0.92, not met).
+const MIN_V2_IOU: f64 = 0.87;
+/// Guard under the measured 0.8402 (issue target 0.90, not met).
+const MIN_SHIFT_IOU: f64 = 0.83;
+/// The issue's floor (measured +0.185 cloud, +0.216 bubble, +0.176 fibre on v2).
+const MIN_SUBSET_GAIN: f64 = 0.15;
+/// Guard over the measured 53 % (v2) and 45 % (shift) (issue target 5 %, not met).
+const MAX_EMPTY_SHARE: f64 = 0.58;
+/// Boundary F1 at 2 px: guard under the measured 0.504 (v2) and 0.454 (shift).
+const MIN_BOUNDARY_F1: f64 = 0.44;
+
+fn segmenter() -> &'static Segmenter {
+    static SEGMENTER: OnceLock<Segmenter> = OnceLock::new();
+    SEGMENTER.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../models/spheroid-resunet-small.safetensors");
+        let model = Model::load(&path, DevicePreference::Cpu).expect("shipped model loads");
+        // As `spheromesh node|segment|eval` run it by default (`--tta auto`: a small model).
+        Segmenter::new(model, DecodeLimits::default()).with_dihedral_tta(true)
+    })
+}
 
 #[test]
-fn shipped_model_holds_its_measured_quality_on_held_out_data() {
-    let pool = TrainConfig::shipped("unused".into()).pool_size as u64;
-    assert!(!(TRAIN_DATA_SEED..TRAIN_DATA_SEED + pool).contains(&HELD_OUT_SEED));
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/spheroid-resunet-small.safetensors");
-    let model = Model::load(&path, DevicePreference::Cpu).expect("shipped model loads");
-    // As `spheromesh node|segment|eval` run it by default (`--tta auto`: a small model).
-    let segmenter = Segmenter::new(model, DecodeLimits::default()).with_dihedral_tta(true);
-    let report = evaluate_synthetic(
-        &segmenter,
+fn held_out_seeds_are_outside_every_training_pool() {
+    for cfg in [
+        TrainConfig::shipped("unused".into()),
+        TrainConfig::shipped_v2("unused".into(), "unused".into()),
+    ] {
+        let pool = cfg.data_seed..cfg.data_seed + cfg.pool_size as u64;
+        assert!(!pool.contains(&HELD_OUT_SEED), "{pool:?}");
+        assert!(pool.start >= TRAIN_DATA_SEED && pool.end <= HELD_OUT_SEED);
+    }
+}
+
+#[test]
+fn v2_held_out_set_meets_its_floors() {
+    let opts = SegmentOptions::default();
+    let r = evaluate_synthetic(
+        segmenter(),
+        SynthSet::V2,
         HELD_OUT_SEED,
         HELD_OUT_COUNT,
-        &SegmentOptions::default(),
+        &opts,
     )
     .unwrap();
-    eprintln!("{report:#?}");
+    eprintln!("v2: {r:#?}");
     assert!(
-        report.model.hard.count >= 30,
-        "too few hard samples: {}",
-        report.model.hard.count
+        r.model.overall.iou >= MIN_V2_IOU,
+        "v2 mean IoU {:.4} < {MIN_V2_IOU}",
+        r.model.overall.iou
     );
     assert!(
-        report.model.overall.iou >= MIN_MEAN_IOU,
-        "mean IoU {:.4} < {MIN_MEAN_IOU}",
-        report.model.overall.iou
+        r.model.overall.boundary_f1 >= MIN_BOUNDARY_F1,
+        "v2 boundary F1 {:.4} < {MIN_BOUNDARY_F1}",
+        r.model.overall.boundary_f1
+    );
+    for (name, model, otsu) in [
+        ("cloud", r.model.cloud, r.baseline.cloud),
+        ("bubble", r.model.bubble, r.baseline.bubble),
+        ("fibre", r.model.fibre, r.baseline.fibre),
+    ] {
+        assert!(model.count >= 10, "too few {name} samples: {}", model.count);
+        let gain = model.iou - otsu.iou;
+        assert!(
+            gain >= MIN_SUBSET_GAIN,
+            "{name} subset: IoU {:.4} vs Otsu {:.4}, gain {gain:.4} < {MIN_SUBSET_GAIN}",
+            model.iou,
+            otsu.iou
+        );
+    }
+}
+
+#[test]
+fn independent_renderer_meets_its_floor() {
+    let opts = SegmentOptions::default();
+    let r = evaluate_synthetic(
+        segmenter(),
+        SynthSet::Shift,
+        HELD_OUT_SEED,
+        HELD_OUT_COUNT,
+        &opts,
+    )
+    .unwrap();
+    eprintln!("shift: {r:#?}");
+    assert!(
+        r.model.overall.iou >= MIN_SHIFT_IOU,
+        "second-renderer mean IoU {:.4} < {MIN_SHIFT_IOU}",
+        r.model.overall.iou
     );
     assert!(
-        report.model.overall.boundary_f1 >= MIN_BOUNDARY_F1,
-        "boundary F1 {:.4} < {MIN_BOUNDARY_F1}: are outlines still made at full resolution?",
-        report.model.overall.boundary_f1
+        r.model.overall.boundary_f1 >= MIN_BOUNDARY_F1,
+        "second-renderer boundary F1 {:.4} < {MIN_BOUNDARY_F1}",
+        r.model.overall.boundary_f1
     );
-    let gain = report.model.hard.iou - report.baseline.hard.iou;
-    assert!(
-        gain >= MIN_HARD_GAIN,
-        "hard-subset gain over Otsu {gain:.4} < {MIN_HARD_GAIN}"
-    );
+}
+
+#[test]
+fn scenes_without_spheroids_rarely_get_a_polygon() {
+    let opts = SegmentOptions::default();
+    for set in [SynthSet::V2, SynthSet::Shift] {
+        let e = evaluate_empty(segmenter(), set, HELD_OUT_SEED, EMPTY_COUNT, &opts).unwrap();
+        eprintln!("{set:?} no-spheroid: {e:?}");
+        assert_eq!(e.images, EMPTY_COUNT);
+        assert!(
+            e.model_share() <= MAX_EMPTY_SHARE,
+            "{set:?}: {} of {} images without a spheroid got a polygon",
+            e.model_with_polygons,
+            e.images
+        );
+    }
 }

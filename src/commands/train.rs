@@ -35,10 +35,23 @@ pub(crate) struct TrainArgs {
     /// (e.g. `--init crop-phase.safetensors --steps 0` runs only the second phase).
     #[arg(long)]
     init: Option<PathBuf>,
+    /// Synthetic generator of the pool: v1 or v2.
+    #[arg(long)]
+    generator: Option<spheromesh_inference::synth::Generator>,
+    /// First synthetic seed of the pool.
+    #[arg(long)]
+    data_seed: Option<u64>,
+    /// Run the shipped recipe's second stage (generator v2, fresh pool, whole-image cycles) from the weights in
+    /// `--init`; the other flags override its settings.
+    #[arg(long, requires = "init")]
+    v2_stage: bool,
 }
 
 pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let mut cfg = TrainConfig::shipped(args.out.clone());
+    let mut cfg = match (&args.init, args.v2_stage) {
+        (Some(init), true) => TrainConfig::shipped_v2(init.clone(), args.out.clone()),
+        _ => TrainConfig::shipped(args.out.clone()),
+    };
     if let Some(v) = args.steps {
         cfg.steps = v;
         cfg.warmup_steps = cfg.warmup_steps.min(v / 4).max(1);
@@ -47,6 +60,12 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
         cfg.finetune_cycles = v;
     }
     cfg.init = args.init.clone();
+    if let Some(v) = args.generator {
+        cfg.generator = v;
+    }
+    if let Some(v) = args.data_seed {
+        cfg.data_seed = v;
+    }
     if let Some(v) = args.pool {
         cfg.pool_size = v;
     }

@@ -14,11 +14,17 @@
 #[cfg(test)]
 mod baseline_tests;
 mod boundary;
+mod gallery;
 mod metrics;
 mod otsu;
 mod report;
+pub mod shift;
 
 pub use boundary::boundary_f1;
+pub use gallery::comparison;
 pub use metrics::{dice, iou, MeanScores, PairScores, ScoreAccumulator, BOUNDARY_TOLERANCE_PX};
 pub use otsu::{otsu_foreground, otsu_threshold, to_grey8};
-pub use report::{evaluate_folder, evaluate_synthetic, EvalError, EvalReport, MethodScores};
+pub use report::{
+    evaluate_empty, evaluate_folder, evaluate_synthetic, EmptyReport, EvalError, EvalReport,
+    ImageScore, MethodScores, SynthSet,
+};

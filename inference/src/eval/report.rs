@@ -1,6 +1,8 @@
 //! Evaluation runs: the model and the Otsu baseline through the same
 //! post-processing (3x3 open/close, contour area limits), scored at the
-//! original image resolution against ground truth: IoU, Dice and boundary F1.
+//! original image resolution against ground truth: IoU, Dice and boundary F1,
+//! overall and per difficulty; and on scenes without any spheroid, how many
+//! images get a polygon at all.
 
 use std::path::{Path, PathBuf};
 
@@ -11,24 +13,113 @@ use super::{otsu_foreground, MeanScores, PairScores, ScoreAccumulator};
 use crate::decode::{decode_dynamic, to_rgb8, DecodeError, DecodeLimits};
 use crate::postprocess::Mask;
 use crate::segment::{polygons_from_mask, SegmentError, SegmentOptions, Segmenter};
-use crate::synth;
+use crate::synth::{self, SampleTags, SynthSample};
+
+/// A synthetic evaluation set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SynthSet {
+    /// The training generator, version 2 (what the shipped model is trained on), on held-out seeds; every
+    /// scene has a spheroid.
+    V2,
+    /// The training generator's first version, for comparison with earlier measurements.
+    V1,
+    /// The independently written renderer ([`super::shift`]), never used in training: the domain-shift set.
+    Shift,
+}
+
+impl SynthSet {
+    /// The sample of this set for `seed`.
+    pub fn sample(self, seed: u64) -> SynthSample {
+        match self {
+            Self::V2 => synth::generate(seed),
+            Self::V1 => synth::generate_with(synth::Generator::V1, seed),
+            Self::Shift => super::shift::generate(seed),
+        }
+    }
+
+    /// A scene of this set with no spheroid, or `None` for v1, which has none.
+    pub fn empty_sample(self, seed: u64) -> Option<SynthSample> {
+        match self {
+            Self::V2 => Some(synth::generate_empty(seed)),
+            Self::V1 => None,
+            Self::Shift => Some(super::shift::generate_empty(seed)),
+        }
+    }
+}
+
+impl std::str::FromStr for SynthSet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "v2" => Ok(Self::V2),
+            "v1" => Ok(Self::V1),
+            "shift" => Ok(Self::Shift),
+            other => Err(format!("unknown set {other:?}: expected v2, v1 or shift")),
+        }
+    }
+}
 
 /// Scores of one method.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MethodScores {
     /// All images.
     pub overall: MeanScores,
-    /// Hard images (uneven illumination, halo, debris or touching spheroids).
+    /// Hard images ([`SampleTags::is_hard`]).
     pub hard: MeanScores,
+    /// Images with a cloud of single cells around a spheroid.
+    pub cloud: MeanScores,
+    /// Images with an air bubble.
+    pub bubble: MeanScores,
+    /// Images with long fibres or scratches.
+    pub fibre: MeanScores,
+}
+
+/// How often a method finds something in scenes that hold no spheroid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmptyReport {
+    /// Images evaluated.
+    pub images: usize,
+    /// Images where the model returned at least one polygon.
+    pub model_with_polygons: usize,
+    /// Images where Otsu + the same post-processing returned at least one polygon.
+    pub baseline_with_polygons: usize,
+}
+
+impl EmptyReport {
+    /// Share of images where the model returned any polygon.
+    pub fn model_share(&self) -> f64 {
+        self.model_with_polygons as f64 / self.images.max(1) as f64
+    }
+
+    /// Share of images where the baseline returned any polygon.
+    pub fn baseline_share(&self) -> f64 {
+        self.baseline_with_polygons as f64 / self.images.max(1) as f64
+    }
 }
 
 /// Model against baseline on one data set.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EvalReport {
     /// The ResUNet.
     pub model: MethodScores,
     /// Otsu threshold + the same post-processing.
     pub baseline: MethodScores,
+    /// Every image's IoU, in seed (or file name) order.
+    pub images: Vec<ImageScore>,
+}
+
+/// One image's IoU for the model and for the baseline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageScore {
+    /// The seed (synthetic sets) or the file (folders).
+    pub item: String,
+    /// Model IoU.
+    pub model_iou: f64,
+    /// Baseline IoU.
+    pub baseline_iou: f64,
+    /// The sample's tags, for synthetic sets.
+    pub tags: Option<SampleTags>,
 }
 
 /// Why an evaluation could not run.
@@ -64,71 +155,157 @@ pub enum EvalError {
     Data(String),
 }
 
-/// One image's scores: (model, baseline).
+/// One image's scores of the model and of the baseline.
+struct Scored {
+    model: PairScores,
+    baseline: PairScores,
+    model_found: bool,
+    baseline_found: bool,
+}
+
 fn score_pair(
     segmenter: &Segmenter,
     image: &DynamicImage,
     truth: &GrayImage,
     opts: &SegmentOptions,
-) -> Result<(PairScores, PairScores), SegmentError> {
+) -> Result<Scored, SegmentError> {
     let seg = segmenter.segment_image(&to_rgb8(image), opts)?;
     let truth01: Vec<u8> = truth.as_raw().iter().map(|&v| u8::from(v > 127)).collect();
     let (w, h) = truth.dimensions();
     let otsu = otsu_foreground(image);
     let otsu_mask = Mask::from_vec(w, h, otsu.into_raw()).unwrap_or_else(|| Mask::new(w, h));
-    let (base, _) = polygons_from_mask(&otsu_mask, opts);
-    Ok((
-        PairScores::of(seg.mask.as_slice(), &truth01, w),
-        PairScores::of(base.as_slice(), &truth01, w),
-    ))
+    let (base, base_polygons) = polygons_from_mask(&otsu_mask, opts);
+    Ok(Scored {
+        model: PairScores::of(seg.mask.as_slice(), &truth01, w),
+        baseline: PairScores::of(base.as_slice(), &truth01, w),
+        model_found: !seg.polygons.is_empty(),
+        baseline_found: !base_polygons.is_empty(),
+    })
 }
 
-fn report(rows: Vec<((PairScores, PairScores), bool)>) -> EvalReport {
-    let mut model = ScoreAccumulator::new();
-    let mut baseline = ScoreAccumulator::new();
-    for ((m, b), hard) in rows {
-        model.push(m, hard);
-        baseline.push(b, hard);
+/// Accumulators of one method: all/hard, and the cloud, bubble and fibre subsets.
+#[derive(Default)]
+struct Split {
+    all: ScoreAccumulator,
+    cloud: ScoreAccumulator,
+    bubble: ScoreAccumulator,
+    fibre: ScoreAccumulator,
+}
+
+impl Split {
+    fn push(&mut self, scores: PairScores, tags: Option<&SampleTags>) {
+        self.all.push(scores, tags.is_some_and(SampleTags::is_hard));
+        let Some(t) = tags else { return };
+        for (on, acc) in [
+            (t.cell_cloud, &mut self.cloud),
+            (t.bubble, &mut self.bubble),
+            (t.fibre, &mut self.fibre),
+        ] {
+            if on {
+                acc.push(scores, true);
+            }
+        }
+    }
+
+    fn scores(&self) -> MethodScores {
+        MethodScores {
+            overall: self.all.overall(),
+            hard: self.all.hard(),
+            cloud: self.cloud.overall(),
+            bubble: self.bubble.overall(),
+            fibre: self.fibre.overall(),
+        }
+    }
+}
+
+fn report(rows: Vec<(String, Scored, Option<SampleTags>)>) -> EvalReport {
+    let (mut model, mut baseline) = (Split::default(), Split::default());
+    let mut images = Vec::with_capacity(rows.len());
+    for (item, s, tags) in rows {
+        model.push(s.model, tags.as_ref());
+        baseline.push(s.baseline, tags.as_ref());
+        images.push(ImageScore {
+            item,
+            model_iou: s.model.iou,
+            baseline_iou: s.baseline.iou,
+            tags,
+        });
     }
     EvalReport {
-        model: MethodScores {
-            overall: model.overall(),
-            hard: model.hard(),
-        },
-        baseline: MethodScores {
-            overall: baseline.overall(),
-            hard: baseline.hard(),
-        },
+        model: model.scores(),
+        baseline: baseline.scores(),
+        images,
     }
 }
 
-/// Evaluates on `count` synthetic images from seeds `first_seed..`; choose
+/// Scores every sample of `seeds` drawn by `draw`.
+fn score_seeds(
+    segmenter: &Segmenter,
+    seeds: std::ops::Range<u64>,
+    opts: &SegmentOptions,
+    draw: impl Fn(u64) -> SynthSample + Sync,
+) -> Result<Vec<(String, Scored, Option<SampleTags>)>, EvalError> {
+    seeds
+        .into_par_iter()
+        .map(|seed| {
+            let sample = draw(seed);
+            score_pair(segmenter, &sample.image, &sample.mask, opts)
+                .inspect(|s| {
+                    tracing::debug!(seed, tags = ?sample.tags, model_iou = s.model.iou, baseline_iou = s.baseline.iou, "scored");
+                })
+                .map(|s| (seed.to_string(), s, Some(sample.tags)))
+                .map_err(|source| EvalError::Segment {
+                    item: format!("seed {seed}"),
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// Evaluates on `count` images of `set` from seeds `first_seed..`; choose
 /// seeds outside the training range ([`crate::train::TRAIN_DATA_SEED`]).
 ///
 /// # Errors
 /// [`EvalError::Segment`] naming the seed that failed.
 pub fn evaluate_synthetic(
     segmenter: &Segmenter,
+    set: SynthSet,
     first_seed: u64,
     count: usize,
     opts: &SegmentOptions,
 ) -> Result<EvalReport, EvalError> {
-    let rows = (first_seed..first_seed + count as u64)
-        .into_par_iter()
-        .map(|seed| {
-            let sample = synth::generate(seed);
-            score_pair(segmenter, &sample.image, &sample.mask, opts)
-                .inspect(|s| {
-                    tracing::debug!(seed, tags = ?sample.tags, model_iou = s.0.iou, baseline_iou = s.1.iou, "scored");
-                })
-                .map(|s| (s, sample.tags.is_hard()))
-                .map_err(|source| EvalError::Segment {
-                    item: format!("seed {seed}"),
-                    source,
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(report(rows))
+    let seeds = first_seed..first_seed + count as u64;
+    Ok(report(score_seeds(segmenter, seeds, opts, |seed| {
+        set.sample(seed)
+    })?))
+}
+
+/// Counts, over `count` scenes of `set` without any spheroid (seeds `first_seed..`), the images where the
+/// model and the baseline return a polygon, where the right answer is none.
+///
+/// # Errors
+/// [`EvalError::Data`] for a set without such scenes (v1); [`EvalError::Segment`] naming the seed that failed.
+pub fn evaluate_empty(
+    segmenter: &Segmenter,
+    set: SynthSet,
+    first_seed: u64,
+    count: usize,
+    opts: &SegmentOptions,
+) -> Result<EmptyReport, EvalError> {
+    if set.empty_sample(first_seed).is_none() {
+        return Err(EvalError::Data(format!(
+            "set {set:?} has no scenes without spheroids"
+        )));
+    }
+    let seeds = first_seed..first_seed + count as u64;
+    let rows = score_seeds(segmenter, seeds, opts, |seed| {
+        set.empty_sample(seed).unwrap_or_else(|| set.sample(seed))
+    })?;
+    Ok(EmptyReport {
+        images: rows.len(),
+        model_with_polygons: rows.iter().filter(|(_, s, _)| s.model_found).count(),
+        baseline_with_polygons: rows.iter().filter(|(_, s, _)| s.baseline_found).count(),
+    })
 }
 
 /// Evaluates on a folder holding `images/NAME.ext` and `masks/NAME.png`
@@ -193,7 +370,7 @@ pub fn evaluate_folder(
                 item: image_path.display().to_string(),
                 source,
             })?;
-        rows.push((s, false));
+        rows.push((stem, s, None));
     }
     if rows.is_empty() {
         return Err(EvalError::Data(format!(

@@ -47,6 +47,16 @@ impl Body {
         }
         (v * (1.0 + self.texture * (0.45 * coarse + 0.55 * fine))).max(0.0)
     }
+
+    /// Scales the signal by `tone` (very dark to medium grey spheroids) and adds `grain` to the texture amplitude.
+    pub(crate) fn retone(&mut self, tone: f32, grain: f32) {
+        self.density *= tone;
+        self.rim.0 *= tone;
+        if let Some(core) = self.core.as_mut() {
+            core.2 *= tone;
+        }
+        self.texture += grain;
+    }
 }
 
 /// Bright ring outside the boundary: `amp · exp(-((s - offset) / width)²)` for s > 0, or a glow

@@ -26,6 +26,7 @@ mod clutter;
 mod look;
 mod noise;
 mod optics;
+mod plate;
 mod render;
 mod scene;
 mod shape;
@@ -66,15 +67,27 @@ pub struct SampleTags {
     pub touching: bool,
     /// The mask reaches the image border.
     pub cut_by_frame: bool,
-    /// Number of spheroids drawn.
+    /// Number of spheroids drawn (0 in a "no spheroid" scene: only cells, debris, bubbles or fibres).
     pub spheroids: usize,
+    /// A dense or sparse cloud of migrating single cells around a spheroid, often touching it.
+    pub cell_cloud: bool,
+    /// At least one air bubble (light interior, dark refractive rim), sometimes touching a spheroid.
+    pub bubble: bool,
+    /// Long fibres or scratches across the field, some crossing a spheroid's edge.
+    pub fibre: bool,
 }
 
 impl SampleTags {
-    /// Whether the sample has a condition that defeats a global threshold: uneven illumination, halo, debris or
-    /// touching spheroids.
+    /// Whether the sample has a condition that defeats a global threshold: uneven illumination, halo, debris,
+    /// touching spheroids, a cell cloud, a bubble or fibres.
     pub fn is_hard(&self) -> bool {
-        self.uneven_illumination || self.halo || self.debris || self.touching
+        self.uneven_illumination
+            || self.halo
+            || self.debris
+            || self.touching
+            || self.cell_cloud
+            || self.bubble
+            || self.fibre
     }
 }
 
@@ -103,11 +116,38 @@ pub enum SizeError {
     },
 }
 
-/// Generates the sample for `seed` at a random size between 512x512 and 1300x1000 (either orientation).
-///
-/// The same seed always gives the same bytes. About 75 % of samples are brightfield and about half are hard
-/// (see [`SampleTags::is_hard`]).
-pub fn generate(seed: u64) -> SynthSample {
+/// Which version of the generator draws a sample.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+pub enum Generator {
+    /// The first generator: spheroids, halo, loose cells, clumps, fragments and short fibres.
+    V1,
+    /// v1 plus what real plates show: cell clouds, air bubbles, long fibres and scratches, well-edge and
+    /// meniscus shading, per-object defocus, broader halos, darker to paler spheroids with more texture, JPEG
+    /// compression, and about 7 % of scenes with no spheroid at all.
+    #[default]
+    V2,
+}
+
+impl std::str::FromStr for Generator {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "v1" => Ok(Self::V1),
+            "v2" => Ok(Self::V2),
+            other => Err(format!("unknown generator {other:?}: expected v1 or v2")),
+        }
+    }
+}
+
+/// Seed of the v2 random stream of sample `seed`, independent of its v1 stream.
+fn plate_stream(seed: u64) -> u64 {
+    noise::mix64(seed ^ 0x7632_706c_6174_6500)
+}
+
+/// Draws the size of sample `seed` and its scene.
+fn scene_for(seed: u64, extras: impl FnOnce(u64) -> scene::Extras) -> scene::Scene {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let long = rng.gen_range(512..=1300u32);
     let short = rng.gen_range(512..=long.min(1000));
@@ -116,10 +156,35 @@ pub fn generate(seed: u64) -> SynthSample {
     } else {
         (short, long)
     };
-    render::render(&scene::plan(&mut rng, width, height))
+    scene::plan(&mut rng, width, height, extras(plate_stream(seed)))
 }
 
-/// Generates the sample for `seed` at a fixed `width` x `height`.
+/// Generates the v2 sample for `seed` at a random size between 512x512 and 1300x1000 (either orientation),
+/// always with at least one spheroid: the held-out sets' draw.
+///
+/// The same seed always gives the same bytes. About 75 % of samples are brightfield and most are hard
+/// (see [`SampleTags::is_hard`]).
+pub fn generate(seed: u64) -> SynthSample {
+    render::render(&scene_for(seed, scene::Extras::Spheroids))
+}
+
+/// Generates the sample for `seed` as a training pool draws it with the given generator version. A v1 sample is
+/// what the first generator made for this seed, byte for byte; a v2 sample is [`generate`]'s, except that about
+/// 7 % of seeds give a scene with no spheroid (as [`generate_empty`]), so the model learns to answer "none".
+pub fn generate_with(generator: Generator, seed: u64) -> SynthSample {
+    render::render(&scene_for(seed, |stream| match generator {
+        Generator::V1 => scene::Extras::None,
+        Generator::V2 => scene::Extras::Plate(stream),
+    }))
+}
+
+/// A v2 scene with no spheroid: only cells, cell clouds, debris, bubbles, fibres and shading. Its mask is empty,
+/// and the right answer is no polygon.
+pub fn generate_empty(seed: u64) -> SynthSample {
+    render::render(&scene_for(seed, scene::Extras::Empty))
+}
+
+/// Generates the v2 sample for `seed` at a fixed `width` x `height`.
 ///
 /// The scene is drawn from the same distribution as [`generate`] but is not a crop of `generate(seed)`.
 ///
@@ -132,5 +197,8 @@ pub fn generate_sized(seed: u64, width: u32, height: u32) -> Result<SynthSample,
         return Err(SizeError::OutOfRange { width, height });
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    Ok(render::render(&scene::plan(&mut rng, width, height)))
+    let extras = scene::Extras::Spheroids(plate_stream(seed));
+    Ok(render::render(&scene::plan(
+        &mut rng, width, height, extras,
+    )))
 }

@@ -12,6 +12,7 @@ use super::clutter;
 use super::look::Depth;
 use super::noise::{gauss_from_bits, pixel_bits, smoothstep};
 use super::optics::gaussian_blur;
+use super::plate;
 use super::scene::Scene;
 use super::{Modality, SampleTags, SynthSample};
 
@@ -24,9 +25,23 @@ pub(crate) fn render(scene: &Scene) -> SynthSample {
     draw_bodies(scene, &mut signal, &mut halo, &mut mask);
     let bright = scene.modality == Modality::Fluorescence;
     clutter::draw(&scene.clutter, &mut signal, w, bright, &scene.textures);
+    if let Some(plate) = &scene.plate {
+        let mut scratch = vec![0.0f32; w * h];
+        plate::draw(plate, &mut signal, &mut scratch, w, bright);
+    }
     form_image(scene, &mut signal, &halo);
+    if let Some(plate) = &scene.plate {
+        plate::shade(plate, &mut signal, w);
+    }
     gaussian_blur(&mut signal, &mut halo, w, scene.optics.blur);
-    let image = quantize(scene, &signal);
+    let mut image = quantize(scene, &signal);
+    if let Some(quality) = scene.plate.as_ref().and_then(|p| p.jpeg_quality) {
+        image = jpeg_round_trip(image, quality);
+    }
+    let (cell_cloud, bubble, fibre) = scene
+        .plate
+        .as_ref()
+        .map_or((false, false, false), |p| p.tags());
     let d = &scene.difficulty;
     let tags = SampleTags {
         modality: scene.modality,
@@ -40,8 +55,36 @@ pub(crate) fn render(scene: &Scene) -> SynthSample {
         touching: d.touching,
         cut_by_frame: touches_border(&mask),
         spheroids: scene.bodies.len(),
+        cell_cloud,
+        bubble,
+        fibre,
     };
     SynthSample { image, mask, tags }
+}
+
+/// Compresses an 8-bit image as JPEG at `quality` and decodes it again; other formats pass through.
+fn jpeg_round_trip(image: DynamicImage, quality: u8) -> DynamicImage {
+    if !matches!(
+        image,
+        DynamicImage::ImageLuma8(_) | DynamicImage::ImageRgb8(_)
+    ) {
+        return image;
+    }
+    let mut bytes = Vec::new();
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality);
+    match image
+        .write_with_encoder(encoder)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
+                .map_err(|e| e.to_string())
+        }) {
+        Ok(decoded) => decoded,
+        Err(error) => {
+            tracing::warn!(%error, "synthetic JPEG round trip failed; keeping the lossless image");
+            image
+        }
+    }
 }
 
 /// Spheroid signal (maximum over bodies), halo outside all bodies, and the 0/255 mask.

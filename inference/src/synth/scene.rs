@@ -6,11 +6,12 @@
 
 use std::f32::consts::TAU;
 
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
 use super::clutter::{self, Clutter};
 use super::look::{self, Body, Depth, Halo, Optics, Textures};
 use super::optics::Illumination;
+use super::plate::{self, Plate};
 use super::shape::{Outline, OutlineStyle};
 use super::Modality;
 
@@ -37,10 +38,28 @@ pub(crate) struct Scene {
     pub(crate) light: Illumination,
     pub(crate) optics: Optics,
     pub(crate) textures: Textures,
+    /// Generator v2's additions; `None` for a v1 scene.
+    pub(crate) plate: Option<Plate>,
 }
 
+/// What to plan besides the v1 scene: nothing, the v2 additions, or the v2 additions without any spheroid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Extras {
+    /// A v1 scene.
+    None,
+    /// v2: drawn from the given random stream; a small share of scenes has no spheroid.
+    Plate(u64),
+    /// v2 as [`Extras::Plate`] with the same stream, but always with the spheroids.
+    Spheroids(u64),
+    /// v2 with no spheroid at all.
+    Empty(u64),
+}
+
+/// Share of v2 scenes drawn without any spheroid.
+const EMPTY_SHARE: f64 = 0.07;
+
 /// Draws a complete scene of `width` x `height` pixels.
-pub(crate) fn plan<R: Rng>(rng: &mut R, width: u32, height: u32) -> Scene {
+pub(crate) fn plan<R: Rng>(rng: &mut R, width: u32, height: u32, extras: Extras) -> Scene {
     let scale = ((width as f32) * (height as f32)).sqrt() / 1024.0;
     let modality = if rng.gen_bool(0.75) {
         Modality::Brightfield
@@ -61,8 +80,8 @@ pub(crate) fn plan<R: Rng>(rng: &mut R, width: u32, height: u32) -> Scene {
     let want_cut = rng.gen_bool(0.25);
     let (outlines, touched) = layout(rng, width, height, scale, difficulty.touching, want_cut);
     difficulty.touching = touched;
-    let bodies = look::bodies(rng, modality, outlines, &difficulty, scale);
-    let halo = difficulty.halo.then(|| look::halo(rng, modality, scale));
+    let mut bodies = look::bodies(rng, modality, outlines, &difficulty, scale);
+    let mut halo = difficulty.halo.then(|| look::halo(rng, modality, scale));
     let clutter = clutter::plan(
         rng,
         modality,
@@ -76,6 +95,26 @@ pub(crate) fn plan<R: Rng>(rng: &mut R, width: u32, height: u32) -> Scene {
     let optics = look::optics(rng, modality, difficulty.uneven, scale);
     let depth = look::depth(rng, modality);
     let textures = Textures::new(rng, width, height, scale);
+    let plate = match extras {
+        Extras::None => None,
+        Extras::Plate(stream) | Extras::Spheroids(stream) | Extras::Empty(stream) => {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(stream);
+            // The coin is always thrown, so the three variants share every later draw.
+            let coin = rng.gen_bool(EMPTY_SHARE);
+            let empty = match extras {
+                Extras::Empty(_) => true,
+                Extras::Spheroids(_) => false,
+                _ => coin,
+            };
+            let size = (width, height, scale);
+            let plate = plate::plan(&mut rng, modality, &mut bodies, &mut halo, empty, size);
+            if empty {
+                difficulty.touching = false;
+                difficulty.halo = false;
+            }
+            Some(plate)
+        }
+    };
     Scene {
         width,
         height,
@@ -88,6 +127,7 @@ pub(crate) fn plan<R: Rng>(rng: &mut R, width: u32, height: u32) -> Scene {
         light,
         optics,
         textures,
+        plate,
     }
 }
 

@@ -79,10 +79,14 @@ fn rejects_bad_sizes() {
 fn tag_frequencies_match_the_design() {
     let n = 200;
     let (mut hard, mut bright, mut non_empty, mut cut, mut multi) = (0, 0, 0, 0, 0);
+    let (mut cloud, mut bubble, mut fibre) = (0, 0, 0);
     for seed in 0..n {
         let sample = generate_sized(seed, 128, 128).unwrap();
         let t = sample.tags;
         hard += usize::from(t.is_hard());
+        cloud += usize::from(t.cell_cloud);
+        bubble += usize::from(t.bubble);
+        fibre += usize::from(t.fibre);
         bright += usize::from(t.modality == Modality::Brightfield);
         cut += usize::from(t.cut_by_frame);
         multi += usize::from(t.spheroids > 1);
@@ -91,7 +95,11 @@ fn tag_frequencies_match_the_design() {
         assert!(t.spheroids >= 1);
     }
     let share = |k: usize| k as f64 / n as f64;
-    assert!((0.38..=0.62).contains(&share(hard)), "hard {hard}/{n}");
+    // v1's difficulties on about half the samples, v2's cloud, bubble and fibre on top.
+    assert!((0.7..=0.92).contains(&share(hard)), "hard {hard}/{n}");
+    assert!((0.15..=0.45).contains(&share(cloud)), "cloud {cloud}/{n}");
+    assert!((0.1..=0.35).contains(&share(bubble)), "bubble {bubble}/{n}");
+    assert!((0.15..=0.45).contains(&share(fibre)), "fibre {fibre}/{n}");
     assert!(
         (0.65..=0.85).contains(&share(bright)),
         "brightfield {bright}/{n}"
@@ -115,6 +123,9 @@ fn hard_tag_definition() {
         touching: false,
         cut_by_frame: true,
         spheroids: 1,
+        cell_cloud: false,
+        bubble: false,
+        fibre: false,
     };
     assert!(!easy.is_hard());
     assert!(SampleTags { halo: true, ..easy }.is_hard());
@@ -151,11 +162,15 @@ fn write_gallery() {
         .unwrap_or(12);
     for seed in 0..count {
         let t = std::time::Instant::now();
-        let sample = generate(seed);
+        let sample = if seed % 6 == 5 {
+            generate_empty(seed)
+        } else {
+            generate(seed)
+        };
         let elapsed = t.elapsed();
         let tags = sample.tags;
         let name = format!(
-            "{seed:03}_{}_{}b{}{}{}{}{}",
+            "{seed:03}_{}_{}b{}{}{}{}{}{}{}{}{}",
             if tags.modality == Modality::Brightfield {
                 "bf"
             } else {
@@ -171,6 +186,10 @@ fn write_gallery() {
             if tags.debris { "_debris" } else { "" },
             if tags.touching { "_touch" } else { "" },
             if tags.cut_by_frame { "_cut" } else { "" },
+            if tags.cell_cloud { "_cloud" } else { "" },
+            if tags.bubble { "_bubble" } else { "" },
+            if tags.fibre { "_fibre" } else { "" },
+            if tags.spheroids == 0 { "_empty" } else { "" },
         );
         // 12-bit data would look black as a raw 16-bit PNG; stretch it as the baseline does.
         let img = match &sample.image {
@@ -216,5 +235,42 @@ fn timing() {
     println!(
         "1024x1024 on {} threads: {wall:.1} ms wall, {cpu:.1?} ms CPU per sample",
         rayon::current_num_threads()
+    );
+}
+
+#[test]
+fn v1_stays_what_it_was_and_v2_adds_to_it() {
+    for seed in [3, 8, 21] {
+        let v1 = generate_with(Generator::V1, seed);
+        let tags = v1.tags;
+        assert!(!(tags.cell_cloud || tags.bubble || tags.fibre));
+        let v2 = generate(seed);
+        // Same v1 scene underneath: size, modality and the spheroids' mask are shared.
+        assert_eq!(
+            (v1.image.width(), v1.image.height()),
+            (v2.image.width(), v2.image.height())
+        );
+        assert_eq!(v1.tags.modality, v2.tags.modality);
+        assert_eq!(v1.mask.as_raw(), v2.mask.as_raw());
+        assert_ne!(v1.image.as_bytes(), v2.image.as_bytes());
+    }
+}
+
+#[test]
+fn empty_scenes_have_no_spheroid_and_generate_always_has_one() {
+    for seed in 0..12 {
+        let empty = generate_empty(seed);
+        assert_eq!(empty.tags.spheroids, 0);
+        assert!(empty.mask.iter().all(|&v| v == 0));
+        let t = empty.tags;
+        assert!(t.cell_cloud || t.bubble || t.fibre, "seed {seed}: {t:?}");
+        assert!(generate(seed).tags.spheroids >= 1);
+    }
+    let pool_empties = (0..80u64)
+        .filter(|&seed| generate_with(Generator::V2, seed).tags.spheroids == 0)
+        .count();
+    assert!(
+        (1..=14).contains(&pool_empties),
+        "{pool_empties}/80 empty v2 draws"
     );
 }

@@ -20,6 +20,7 @@ pub(crate) struct Example {
 
 /// Renders `count` samples from seeds `first_seed..` (in parallel, deterministic).
 pub(crate) fn build_pool(
+    generator: synth::Generator,
     first_seed: u64,
     count: usize,
     size: u32,
@@ -29,7 +30,7 @@ pub(crate) fn build_pool(
     (0..count as u64)
         .into_par_iter()
         .map(|i| {
-            let sample = synth::generate(first_seed + i);
+            let sample = synth::generate_with(generator, first_seed + i);
             let pixels = to_model_input(&to_rgb8(&sample.image), size);
             let target = area_fraction(&sample.mask, size);
             progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);

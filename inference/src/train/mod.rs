@@ -21,6 +21,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::model::{Model, ResUNet, ResUNetConfig, WeightsError};
+use crate::synth;
 
 /// Everything that determines a training run.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +34,8 @@ pub struct TrainConfig {
     pub data_seed: u64,
     /// Number of synthetic samples rendered into the pool.
     pub pool_size: usize,
+    /// Version of the synthetic generator that renders the pool.
+    pub generator: synth::Generator,
     /// Optimiser steps.
     pub steps: usize,
     /// Images per step.
@@ -65,13 +68,14 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// The recipe of the shipped model (`models/README.md`).
+    /// The first stage of the shipped model's recipe (`models/README.md`): from scratch on generator v1.
     pub fn shipped(output: PathBuf) -> Self {
         Self {
             model: ResUNetConfig::shipped(),
             seed: 20261127,
             data_seed: TRAIN_DATA_SEED,
             pool_size: 1200,
+            generator: synth::Generator::V1,
             steps: 1400,
             batch_size: 8,
             crop_size: 128,
@@ -89,6 +93,22 @@ impl TrainConfig {
 }
 
 impl TrainConfig {
+    /// The second stage of the shipped model's recipe: whole-image cycles on generator v2's data, a fresh pool
+    /// (seeds [`V2_DATA_SEED`]..), starting from the first stage's weights in `init`.
+    pub fn shipped_v2(init: PathBuf, output: PathBuf) -> Self {
+        Self {
+            data_seed: V2_DATA_SEED,
+            pool_size: 1600,
+            generator: synth::Generator::V2,
+            steps: 0,
+            warmup_steps: 1,
+            finetune_cycles: vec![600, 600, 600],
+            seed: 20261207,
+            init: Some(init),
+            ..Self::shipped(output)
+        }
+    }
+
     /// Total steps of the whole-image phase.
     pub fn finetune_steps(&self) -> usize {
         self.finetune_cycles.iter().sum()
@@ -98,6 +118,10 @@ impl TrainConfig {
 /// First synthetic seed of the shipped model's training pool. Evaluation
 /// seeds must lie outside `TRAIN_DATA_SEED..TRAIN_DATA_SEED + pool_size`.
 pub const TRAIN_DATA_SEED: u64 = 1_000_000;
+
+/// First seed of the second stage's generator-v2 pool; like the first pool, inside
+/// `TRAIN_DATA_SEED..TRAIN_DATA_SEED + 1_000_000`, which evaluation avoids.
+pub const V2_DATA_SEED: u64 = 1_100_000;
 
 /// What the caller is told as training goes.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,7 +240,7 @@ pub fn train(
     let s = cfg.model.input_size;
     let t0 = Instant::now();
     let total = cfg.pool_size;
-    let pool = data::build_pool(cfg.data_seed, total, s as u32, &|done| {
+    let pool = data::build_pool(cfg.generator, cfg.data_seed, total, s as u32, &|done| {
         on_event(TrainEvent::Pool { done, total })
     });
     let pool_time = t0.elapsed();

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,17 +101,9 @@ pub struct Node {
     pub log: PathBuf,
 }
 
-fn free_port() -> u16 {
-    // A TCP port whose UDP twin is free too (HTTP and QUIC share the number).
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = tcp.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
+/// A UDP port free a moment ago, for gossip: a node refuses to advertise port 0 to its
+/// peers, so this one is probed and can be taken by another socket before the node binds
+/// it (then `start_with` retries with a fresh one).
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .expect("bind udp")
@@ -126,21 +118,37 @@ impl Node {
         Self::start_with(spec, pki.path(), &pki.key)
     }
 
+    /// Starts a node, retrying with a fresh gossip port when the probed one was taken
+    /// between the probe and the node's bind (HTTP and QUIC bind port 0 and report it).
     pub fn start_with(spec: &Spec, tls_dir: &Path, key: &str) -> Node {
-        let port = free_port();
-        let gossip_port = free_udp_port();
-        let http: SocketAddr = ([127, 0, 0, 1], port).into();
-        let gossip: SocketAddr = ([127, 0, 0, 1], gossip_port).into();
+        const TRIES: usize = 3;
+        for attempt in 1..=TRIES {
+            match Self::try_start(spec, tls_dir, key) {
+                Ok(node) => return node,
+                Err(log) if attempt < TRIES && log.contains("Address already in use") => {
+                    eprintln!("{}: port taken before bind, retrying:\n{log}", spec.name);
+                }
+                Err(log) => panic!("{} did not become ready; log:\n{log}", spec.name),
+            }
+        }
+        unreachable!("the last try returns or panics")
+    }
+
+    /// One start: the node's `ready` line, or its log when it exited or stayed silent.
+    fn try_start(spec: &Spec, tls_dir: &Path, key: &str) -> Result<Node, String> {
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let gossip: SocketAddr = ([127, 0, 0, 1], free_udp_port()).into();
         let logs = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-logs");
         std::fs::create_dir_all(&logs).expect("log dir");
-        let log = logs.join(format!("{}-{}-{port}.log", spec.name, std::process::id()));
+        let start = STARTS.fetch_add(1, Ordering::Relaxed);
+        let log = logs.join(format!("{}-{}-{start}.log", spec.name, std::process::id()));
         let seeds: Vec<String> = spec.seeds.iter().map(ToString::to_string).collect();
         let mut command = Command::new(env!("CARGO_BIN_EXE_spheromesh"));
         command
             .arg("node")
             .args(["--instance-id", &spec.name])
-            .args(["--http-listen", &http.to_string()])
-            .args(["--quic-listen", &http.to_string()])
+            .args(["--http-listen", "127.0.0.1:0"])
+            .args(["--quic-listen", "127.0.0.1:0"])
             .args(["--gossip-listen", &gossip.to_string()])
             .args(["--model", &spec.model])
             .args(["--max-concurrent-tasks", &spec.slots.to_string()])
@@ -170,26 +178,21 @@ impl Node {
                 }
             }
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!(
-                    "{} did not become ready; log:\n{}",
-                    spec.name,
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::fs::read_to_string(&log).unwrap_or_default());
+        };
         let ready: serde_json::Value = serde_json::from_str(&line).expect("ready json");
         let addr = |k: &str| ready[k].as_str().expect(k).parse().expect("addr");
-        Node {
+        Ok(Node {
             name: spec.name.clone(),
             http: addr("http"),
             quic: addr("quic"),
             gossip: addr("gossip"),
             child,
             log,
-        }
+        })
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -53,7 +53,7 @@ fn held_out_seeds_are_outside_every_training_pool() {
         TrainConfig::shipped("unused".into()),
         TrainConfig::shipped_v2("unused".into(), "unused".into()),
     ] {
-        let pool = cfg.data_seed..cfg.data_seed + cfg.pool_size as u64;
+        let pool = cfg.pool_seeds();
         assert!(!pool.contains(&HELD_OUT_SEED), "{pool:?}");
         assert!(pool.start >= TRAIN_DATA_SEED && pool.end <= HELD_OUT_SEED);
     }

@@ -45,6 +45,12 @@ pub(crate) struct TrainArgs {
     /// `--init`; the other flags override its settings.
     #[arg(long, requires = "init")]
     v2_stage: bool,
+    /// No-spheroid scenes added to the pool after its draws (generator v2 only).
+    #[arg(long)]
+    extra_empty: Option<usize>,
+    /// Peak learning rate of the whole-image phase.
+    #[arg(long)]
+    finetune_lr: Option<f64>,
 }
 
 pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -69,6 +75,12 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(v) = args.pool {
         cfg.pool_size = v;
     }
+    if let Some(v) = args.extra_empty {
+        cfg.extra_empty = v;
+    }
+    if let Some(v) = args.finetune_lr {
+        cfg.finetune_learning_rate = v;
+    }
     if let Some(v) = args.batch {
         cfg.batch_size = v;
     }
@@ -82,7 +94,7 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     tracing::info!(?cfg, "training");
-    let pool_bar = ProgressBar::new(cfg.pool_size as u64)
+    let pool_bar = ProgressBar::new((cfg.pool_size + cfg.extra_empty) as u64)
         .with_style(style("rendering pool"))
         .with_message("");
     let step_bar = ProgressBar::hidden();

@@ -18,19 +18,25 @@ pub(crate) struct Example {
     pub(crate) target: Vec<f32>,
 }
 
-/// Renders `count` samples from seeds `first_seed..` (in parallel, deterministic).
+/// Renders `drawn` training draws of `generator` from seeds `first_seed..`, then `empty`
+/// no-spheroid scenes from the seeds after them (in parallel, deterministic).
 pub(crate) fn build_pool(
     generator: synth::Generator,
     first_seed: u64,
-    count: usize,
+    (drawn, empty): (usize, usize),
     size: u32,
     progress: &(dyn Fn(usize) + Sync),
 ) -> Vec<Example> {
     let done = std::sync::atomic::AtomicUsize::new(0);
-    (0..count as u64)
+    (0..(drawn + empty) as u64)
         .into_par_iter()
         .map(|i| {
-            let sample = synth::generate_with(generator, first_seed + i);
+            let seed = first_seed + i;
+            let sample = if i < drawn as u64 {
+                synth::generate_with(generator, seed)
+            } else {
+                synth::generate_empty(seed)
+            };
             let pixels = to_model_input(&to_rgb8(&sample.image), size);
             let target = area_fraction(&sample.mask, size);
             progress(done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
@@ -162,6 +168,20 @@ mod tests {
         }
         m.put_pixel(0, 2, image::Luma([255]));
         assert_eq!(area_fraction(&m, 2), vec![1.0, 1.0, 0.25, 0.0]);
+    }
+
+    #[test]
+    fn extra_empty_scenes_follow_the_draws_with_empty_targets() {
+        let pool = build_pool(synth::Generator::V2, 5_000, (2, 2), 64, &|_| {});
+        assert_eq!(pool.len(), 4);
+        for ex in &pool[2..] {
+            assert!(ex.target.iter().all(|&t| t == 0.0));
+        }
+        let drawn_target: f32 = pool[..2].iter().flat_map(|ex| &ex.target).sum();
+        assert!(
+            drawn_target > 0.0,
+            "draws of seeds 5000..5002 hold no spheroid"
+        );
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub struct TrainConfig {
     pub pool_size: usize,
     /// Version of the synthetic generator that renders the pool.
     pub generator: synth::Generator,
+    /// No-spheroid scenes (generator v2's [`synth::generate_empty`]) appended to the pool, from seed
+    /// `data_seed + pool_size` on; needs generator v2 (0: none beyond the generator's own share).
+    pub extra_empty: usize,
     /// Optimiser steps.
     pub steps: usize,
     /// Images per step.
@@ -76,6 +79,7 @@ impl TrainConfig {
             data_seed: TRAIN_DATA_SEED,
             pool_size: 1200,
             generator: synth::Generator::V1,
+            extra_empty: 0,
             steps: 1400,
             batch_size: 8,
             crop_size: 128,
@@ -107,6 +111,11 @@ impl TrainConfig {
             init: Some(init),
             ..Self::shipped(output)
         }
+    }
+
+    /// Seeds the pool renders: `data_seed..data_seed + pool_size + extra_empty`.
+    pub fn pool_seeds(&self) -> std::ops::Range<u64> {
+        self.data_seed..self.data_seed + (self.pool_size + self.extra_empty) as u64
     }
 
     /// Total steps of the whole-image phase.
@@ -236,13 +245,32 @@ pub fn train(
             "steps (of either phase), batch sizes and pool_size must be positive".into(),
         ));
     }
+    for (name, lr) in [
+        ("learning_rate", cfg.learning_rate),
+        ("finetune_learning_rate", cfg.finetune_learning_rate),
+    ] {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(TrainError::Config(format!(
+                "{name} must be finite and > 0, got {lr}"
+            )));
+        }
+    }
+    if cfg.extra_empty > 0 && cfg.generator != synth::Generator::V2 {
+        return Err(TrainError::Config(
+            "extra_empty needs generator v2 (v1 has no scenes without spheroids)".into(),
+        ));
+    }
     let device = Device::Cpu;
     let s = cfg.model.input_size;
     let t0 = Instant::now();
-    let total = cfg.pool_size;
-    let pool = data::build_pool(cfg.generator, cfg.data_seed, total, s as u32, &|done| {
-        on_event(TrainEvent::Pool { done, total })
-    });
+    let total = cfg.pool_size + cfg.extra_empty;
+    let pool = data::build_pool(
+        cfg.generator,
+        cfg.data_seed,
+        (cfg.pool_size, cfg.extra_empty),
+        s as u32,
+        &|done| on_event(TrainEvent::Pool { done, total }),
+    );
     let pool_time = t0.elapsed();
 
     let varmap = match &cfg.init {
@@ -324,14 +352,8 @@ fn save(cfg: &TrainConfig, varmap: &VarMap, step: usize) -> Result<(), TrainErro
     let mut meta = BTreeMap::new();
     meta.insert("trained_steps".into(), step.to_string());
     meta.insert("train_seed".into(), cfg.seed.to_string());
-    meta.insert(
-        "train_data_seed".into(),
-        format!(
-            "{}..{}",
-            cfg.data_seed,
-            cfg.data_seed + cfg.pool_size as u64
-        ),
-    );
+    meta.insert("train_data_seed".into(), format!("{:?}", cfg.pool_seeds()));
+    meta.insert("extra_empty".into(), cfg.extra_empty.to_string());
     meta.insert("batch_size".into(), cfg.batch_size.to_string());
     meta.insert("crop_size".into(), cfg.crop_size.to_string());
     meta.insert(
@@ -387,5 +409,23 @@ mod tests {
         cfg.steps = 0;
         cfg.finetune_cycles.clear();
         assert!(matches!(train(&cfg, &|_| {}), Err(TrainError::Config(_))));
+        let mut cfg = TrainConfig::shipped("unused".into());
+        cfg.finetune_learning_rate = f64::NAN;
+        assert!(
+            matches!(train(&cfg, &|_| {}), Err(TrainError::Config(m)) if m.contains("finetune_learning_rate"))
+        );
+        let mut cfg = TrainConfig::shipped("unused".into());
+        cfg.extra_empty = 10;
+        assert!(
+            matches!(train(&cfg, &|_| {}), Err(TrainError::Config(m)) if m.contains("extra_empty"))
+        );
+    }
+
+    #[test]
+    fn pool_seeds_cover_the_draws_and_the_extra_empty_scenes() {
+        let mut cfg = TrainConfig::shipped_v2("unused".into(), "unused".into());
+        assert_eq!(cfg.pool_seeds(), V2_DATA_SEED..V2_DATA_SEED + 1600);
+        cfg.extra_empty = 400;
+        assert_eq!(cfg.pool_seeds(), V2_DATA_SEED..V2_DATA_SEED + 2000);
     }
 }

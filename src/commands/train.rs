@@ -94,7 +94,7 @@ pub(crate) fn run(args: TrainArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     tracing::info!(?cfg, "training");
-    let pool_bar = ProgressBar::new((cfg.pool_size + cfg.extra_empty) as u64)
+    let pool_bar = ProgressBar::new(cfg.pool_len() as u64)
         .with_style(style("rendering pool"))
         .with_message("");
     let step_bar = ProgressBar::hidden();

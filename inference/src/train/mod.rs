@@ -113,9 +113,14 @@ impl TrainConfig {
         }
     }
 
-    /// Seeds the pool renders: `data_seed..data_seed + pool_size + extra_empty`.
+    /// Images in the pool: the generator's draws plus the extra no-spheroid scenes.
+    pub fn pool_len(&self) -> usize {
+        self.pool_size + self.extra_empty
+    }
+
+    /// Seeds the pool renders: `data_seed..data_seed + pool_len()`.
     pub fn pool_seeds(&self) -> std::ops::Range<u64> {
-        self.data_seed..self.data_seed + (self.pool_size + self.extra_empty) as u64
+        self.data_seed..self.data_seed + self.pool_len() as u64
     }
 
     /// Total steps of the whole-image phase.
@@ -263,7 +268,7 @@ pub fn train(
     let device = Device::Cpu;
     let s = cfg.model.input_size;
     let t0 = Instant::now();
-    let total = cfg.pool_size + cfg.extra_empty;
+    let total = cfg.pool_len();
     let pool = data::build_pool(
         cfg.generator,
         cfg.data_seed,

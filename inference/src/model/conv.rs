@@ -439,15 +439,34 @@ impl CustomOp2 for Conv2dWeightGrad {
 /// domain: below it (the deepest, 8x8-16x16 levels) the 36 products are too
 /// thin to pay for reading a kernel 4x the size of the raw one.
 const WINOGRAD_MIN_TILES: usize = 64;
-/// Largest `Co * Ci` whose Winograd kernel is cached (36 x 4 B each: 75 MB at
-/// this bound). The original network's 1024- and 2048-channel layers, which
-/// hold most of its weights, stay on im2col so the cache stays near 220 MB
-/// (about 300 MB from a 512 input up, where one 1024-channel layer joins).
+/// Largest `Co * Ci` run in the Winograd domain (its kernel is 36 x 4 B per
+/// pair: 75 MB at this bound). The original network's 1024- and 2048-channel
+/// layers, which hold most of its weights, stay on im2col.
 const WINOGRAD_MAX_PAIRS: usize = 1024 * 512;
 /// Fewest input and output channels: the tile transforms cost the same per
 /// channel whatever the other side's width, while the matrix work they save
 /// grows with it; below this the transforms cost more than they save.
 const WINOGRAD_MIN_CHANNELS: usize = 32;
+
+/// Fewest 4x4 output tiles at which a layer rebuilds its Winograd kernel at
+/// every call instead of keeping it. A kept kernel is 4x the raw weight; the
+/// original network's came to 300 MB at a 1024 input, a sixth of its peak
+/// memory. Rebuilding costs about 270 flops per (Co, Ci) pair, the
+/// convolution 72 per pair and tile, so from this many tiles up the rebuild
+/// is under 0.4 % of the call's arithmetic.
+const WINOGRAD_REBUILD_MIN_TILES: usize = 1024;
+/// Largest `Co * Ci` whose kernel is kept whatever the plane (2.4 MB): small
+/// kernels cost little memory, and rebuilding them would still be a cost on
+/// the high-resolution layers of small inputs.
+const WINOGRAD_ALWAYS_KEEP_PAIRS: usize = 128 * 128;
+
+/// Whether the Winograd kernel of a `c_in -> c_out` layer used on a
+/// `height x width` plane is kept for the next call (true) or rebuilt each
+/// time (false), which bounds the kept kernels' memory.
+pub(crate) fn winograd_kernel_kept(c_in: usize, c_out: usize, height: usize, width: usize) -> bool {
+    c_in * c_out <= WINOGRAD_ALWAYS_KEEP_PAIRS
+        || height.div_ceil(4) * width.div_ceil(4) < WINOGRAD_REBUILD_MIN_TILES
+}
 
 /// Whether an inference 3x3 convolution of this shape uses [`super::winograd`].
 pub(crate) fn winograd_pays(c_in: usize, c_out: usize, height: usize, width: usize) -> bool {
@@ -474,6 +493,19 @@ mod tests {
     use super::*;
     use crate::model::max_abs_diff;
     use candle_core::{Device, Var};
+
+    #[test]
+    fn winograd_kernels_are_kept_when_small_or_on_small_planes() {
+        // Small kernels stay whatever the plane (the 64-channel layers at 1024x1024).
+        assert!(winograd_kernel_kept(64, 128, 1024, 1024));
+        assert!(winograd_kernel_kept(128, 128, 1024, 1024));
+        // Large kernels stay on planes of fewer than 1024 tiles (a 124x124 plane has 961)...
+        assert!(winograd_kernel_kept(512, 1024, 64, 64));
+        assert!(winograd_kernel_kept(512, 512, 124, 124));
+        // ...and are rebuilt from 1024 tiles (128x128) up.
+        assert!(!winograd_kernel_kept(512, 512, 128, 128));
+        assert!(!winograd_kernel_kept(129, 128, 1024, 1024));
+    }
 
     #[test]
     fn forward_matches_candle_conv2d() {

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::conv::{conv2d_same, winograd_pays};
+use super::conv::{conv2d_same, winograd_kernel_kept, winograd_pays};
 use super::norm::GroupNormRelu;
 use super::upconv::UpConv2x2;
 use super::winograd::{WinogradConv3x3, WinogradKernel};
@@ -36,8 +36,9 @@ fn inference_on_cpu(x: &Tensor, param: &Tensor) -> bool {
 pub(crate) struct Conv {
     weight: Tensor,
     bias: Option<Tensor>,
-    /// The 3x3 kernel in the Winograd domain, built at the first inference
-    /// call that uses it and shared by clones (the weights never change then).
+    /// The 3x3 kernel in the Winograd domain, kept from the first inference
+    /// call that uses it on a small plane and shared by clones (the weights
+    /// never change then); on large planes it is rebuilt per call instead.
     winograd: Arc<OnceLock<Arc<WinogradKernel>>>,
 }
 
@@ -94,6 +95,9 @@ impl Conv {
         }
         let raw = self.weight.flatten_all()?.to_vec1::<f32>()?;
         let kernel = Arc::new(WinogradKernel::new(&raw, c_out, c_in));
+        if !winograd_kernel_kept(c_in, c_out, h, w) {
+            return Ok(Some(kernel)); // freed when this call ends
+        }
         Ok(Some(self.winograd.get_or_init(|| kernel).clone()))
     }
 }
@@ -336,17 +340,32 @@ impl ResidualBlock {
     }
 }
 
-impl Module for ResidualBlock {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl ResidualBlock {
+    /// [`Module::forward`] taking the input by value, so that its memory goes
+    /// back as soon as its last consumer ran (when the caller held the only
+    /// handle). Each intermediate is dropped before the next large one is
+    /// made: at most the input, the residual and one convolution output are
+    /// alive at once, instead of every intermediate until the block returns.
+    pub(crate) fn forward_owned(&self, x: Tensor) -> Result<Tensor> {
         let residual = match &self.adjust_channels {
-            Some(adjust) => adjust.forward(x)?,
+            Some(adjust) => adjust.forward(&x)?,
             None => x.clone(),
         };
-        let out = self.gn1.forward_relu(&self.conv1.forward(x)?, None)?;
-        let out = self
-            .gn2
-            .forward_relu(&self.conv2.forward(&out)?, Some(&residual))?;
+        let conv1 = self.conv1.forward(&x)?;
+        drop(x);
+        let out = self.gn1.forward_relu(&conv1, None)?;
+        drop(conv1);
+        let conv2 = self.conv2.forward(&out)?;
+        drop(out);
+        let out = self.gn2.forward_relu(&conv2, Some(&residual))?;
+        drop((conv2, residual));
         self.se.forward(&out)
+    }
+}
+
+impl Module for ResidualBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_owned(x.clone())
     }
 }
 
@@ -372,6 +391,7 @@ impl AttentionGate {
     pub(crate) fn forward(&self, g: &Tensor, skip: &Tensor) -> Result<Tensor> {
         let a = (self.w_g.forward(g)? + self.w_x.forward(skip)?)?.relu()?;
         let psi = candle_nn::ops::sigmoid(&self.psi.forward(&a)?)?;
+        drop(a);
         skip.broadcast_mul(&psi)
     }
 }
@@ -379,4 +399,39 @@ impl AttentionGate {
 /// Channel concatenation in the original's order (`cat((gated_skip, x), 1)`).
 pub(crate) fn concat_channels(gated_skip: &Tensor, x: &Tensor) -> Result<Tensor> {
     Tensor::cat(&[gated_skip, x], 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Module, Tensor};
+
+    use super::Conv;
+    use crate::model::conv::winograd_kernel_kept;
+    use crate::model::max_abs_diff;
+
+    #[test]
+    fn a_rebuilt_winograd_kernel_gives_the_same_output_and_is_not_kept() {
+        let (c, side) = (136, 128);
+        assert!(!winograd_kernel_kept(c, c, side, side));
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.05, (c, c, 3, 3), &dev).unwrap();
+        let conv = Conv::from_parts(w.clone(), None);
+        let x = Tensor::randn(0f32, 1., (1, c, side, side), &dev).unwrap();
+        let reference = x.conv2d(&w, 1, 1, 1, 1).unwrap();
+        for call in 0..2 {
+            let y = conv.forward(&x).unwrap();
+            assert!(max_abs_diff(&y, &reference) < 1e-4, "call {call}");
+            assert!(conv.winograd.get().is_none(), "call {call} kept the kernel");
+        }
+        // On a plane under 1024 tiles the same layer keeps it.
+        let small = x
+            .narrow(2, 0, 64)
+            .unwrap()
+            .narrow(3, 0, 64)
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        conv.forward(&small).unwrap();
+        assert!(conv.winograd.get().is_some());
+    }
 }

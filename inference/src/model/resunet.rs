@@ -57,19 +57,30 @@ impl ResUNet {
 }
 
 impl Module for ResUNet {
+    /// Every activation is released right after its last consumer: a skip
+    /// once its gate ran, the gate output and the upsampled signal once
+    /// concatenated. At a 1024 input the top level's activations are 268 MB
+    /// each, so this ordering, not the arithmetic, sets the peak memory.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut skips = Vec::with_capacity(self.downs.len());
         let mut x = x.clone();
         for down in &self.downs {
-            x = down.forward(&x)?;
+            x = down.forward_owned(x)?;
             skips.push(x.clone());
             x = x.max_pool2d(2)?;
         }
-        x = self.bottleneck.forward(&x)?;
-        for ((up, gate, res), skip) in self.ups.iter().zip(skips.iter().rev()) {
-            x = up.forward(&x)?;
-            let gated = gate.forward(&x, skip)?;
-            x = res.forward(&concat_channels(&gated, &x)?)?;
+        x = self.bottleneck.forward_owned(x)?;
+        for (up, gate, res) in &self.ups {
+            let skip = skips
+                .pop()
+                .ok_or_else(|| candle_core::Error::Msg("ResUNet: fewer skips than ups".into()))?;
+            let upsampled = up.forward(&x)?;
+            drop(x);
+            let gated = gate.forward(&upsampled, &skip)?;
+            drop(skip);
+            let joined = concat_channels(&gated, &upsampled)?;
+            drop((gated, upsampled));
+            x = res.forward_owned(joined)?;
         }
         self.final_conv.forward(&x)
     }

@@ -55,28 +55,52 @@ pub(crate) struct WinogradKernel {
 }
 
 impl WinogradKernel {
-    /// Transforms `w` (`[Co,Ci,3,3]`, row-major) once.
+    /// Transforms `w` (`[Co,Ci,3,3]`, row-major): output channels in parallel,
+    /// each as whole-row vector operations over the input channels.
     pub(crate) fn new(w: &[f32], c_out: usize, c_in: usize) -> Self {
         assert_eq!(w.len(), c_out * c_in * 9, "weight is not [Co,Ci,3,3]");
         let mut v = vec![0f32; POINTS * c_out * c_in];
-        for co in 0..c_out {
-            for ci in 0..c_in {
-                let g = &w[(co * c_in + ci) * 9..][..9];
-                // t = G g (6x3), then V = t Gᵀ (6x6).
-                let mut t = [[0f32; 3]; N];
-                for (i, row) in t.iter_mut().enumerate() {
-                    for (c, cell) in row.iter_mut().enumerate() {
-                        *cell = (0..3).map(|r| G[i][r] * g[r * 3 + c]).sum();
+        let dst = SendPtr(v.as_mut_ptr());
+        (0..c_out).into_par_iter().for_each_init(
+            || vec![0f32; 12 * c_in],
+            |scratch, co| {
+                let (taps, t) = scratch.split_at_mut(9 * c_in);
+                // taps[k][ci] = w[co][ci][k]: one contiguous row per kernel tap.
+                for (ci, g) in w[co * c_in * 9..][..c_in * 9].chunks_exact(9).enumerate() {
+                    for (k, &value) in g.iter().enumerate() {
+                        taps[k * c_in + ci] = value;
                     }
                 }
-                for i in 0..N {
-                    for j in 0..N {
-                        let val: f32 = (0..3).map(|c| t[i][c] * G[j][c]).sum();
-                        v[((i * N + j) * c_out + co) * c_in + ci] = val;
+                for (i, gi) in G.iter().enumerate() {
+                    // t[c] = sum_r G[i][r] g[r][c]: row i of G g (6x3), per input channel.
+                    for c in 0..3 {
+                        let row = &mut t[c * c_in..][..c_in];
+                        let (g0, g1, g2) = (
+                            &taps[c * c_in..][..c_in],
+                            &taps[(3 + c) * c_in..][..c_in],
+                            &taps[(6 + c) * c_in..][..c_in],
+                        );
+                        for ci in 0..c_in {
+                            row[ci] = gi[0] * g0[ci] + gi[1] * g1[ci] + gi[2] * g2[ci];
+                        }
+                    }
+                    let (t0, t1, t2) = (&t[..c_in], &t[c_in..2 * c_in], &t[2 * c_in..3 * c_in]);
+                    for (j, gj) in G.iter().enumerate() {
+                        // SAFETY: row ((i*N+j)*Co + co) of `v` is written by this
+                        // output channel only, and `v` outlives the parallel loop.
+                        let out = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                dst.offset(((i * N + j) * c_out + co) * c_in).0,
+                                c_in,
+                            )
+                        };
+                        for ci in 0..c_in {
+                            out[ci] = t0[ci] * gj[0] + t1[ci] * gj[1] + t2[ci] * gj[2];
+                        }
                     }
                 }
-            }
-        }
+            },
+        );
         Self { c_out, c_in, v }
     }
 }
@@ -497,6 +521,34 @@ mod tests {
         (0..n)
             .map(|i| ((i as f32 * 0.7548 + seed).sin() * 43758.545).fract() * 2.0 - 1.0)
             .collect()
+    }
+
+    #[test]
+    fn kernel_transform_is_g_w_g_transposed() {
+        let (co, ci) = (5, 7);
+        let w = pseudo(co * ci * 9, 0.9);
+        let kernel = WinogradKernel::new(&w, co, ci);
+        for o in 0..co {
+            for i in 0..ci {
+                let g = &w[(o * ci + i) * 9..][..9];
+                for (a, ga) in G.iter().enumerate() {
+                    for (b, gb) in G.iter().enumerate() {
+                        let mut want = 0f64;
+                        for r in 0..3 {
+                            for c in 0..3 {
+                                want +=
+                                    f64::from(ga[r]) * f64::from(g[r * 3 + c]) * f64::from(gb[c]);
+                            }
+                        }
+                        let got = kernel.v[((a * N + b) * co + o) * ci + i];
+                        assert!(
+                            (f64::from(got) - want).abs() < 1e-6,
+                            "V[{a}][{b}] of ({o},{i}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

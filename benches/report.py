@@ -9,12 +9,14 @@ Inputs (standard library only, so it runs without the torch venv):
 * ``--torch FILE``: the JSON lines of ``benches/torch/forward.py``;
 * ``--onnx FILE``: the JSON lines of ``benches/onnx/forward.py`` (ONNX Runtime, same network);
 * ``--rss FILE``: the ``/usr/bin/time -v`` output of ``spheromesh segment`` (its exit status
-  is read from the same file).
+  is read from the same file);
+* ``--rss-original FILE`` / ``--rss-torch FILE``: the same for one original-network inference
+  at 1024, by ``spheromesh segment`` and by PyTorch's ``forward.py``.
 
 ``--since EPOCH`` drops criterion results older than the run (a quick run does not
 overwrite the folders of sizes it skipped). Goals (docs/BENCHMARKS.md): shipped model end to
 end at 1024 <= 1 s, original-architecture forward <= 1.0x PyTorch and <= 0.8x ONNX Runtime,
-segment peak RSS <= 300 MB.
+segment peak RSS <= 300 MB, one original-network inference at 1024 <= 2 GB (goal 1.5 GB).
 
     python3 benches/report.py --criterion-dir target/criterion --torch torch.jsonl \\
         --rss rss.txt --since 1700000000 --machine "2 x Intel Xeon" > report.md
@@ -34,6 +36,8 @@ E2E_GOAL_MS = 1000.0
 RATIO_GOAL = 1.0
 ONNX_RATIO_GOAL = 0.8
 RSS_GOAL_MB = 300.0
+# 2 GB = 2e9 bytes, in the MiB that /usr/bin/time reports (as kbytes of 1024 B).
+ORIGINAL_RSS_GOAL_MB = 2e9 / 2**20
 
 
 def load_criterion(root: Path, since: float) -> dict[str, dict]:
@@ -112,6 +116,11 @@ def ms(v: float) -> str:
     if v >= 10:
         return f"{v:.1f} ms"
     return f"{v:.2f} ms"
+
+
+def gb(mib: float) -> str:
+    """A size given in MiB, as decimal GB (the unit of the memory goals) with the MiB."""
+    return f"{mib * 2**20 / 1e9:.2f} GB ({mib:.0f} MiB)"
 
 
 def verdict(ok: bool | None) -> str:
@@ -218,6 +227,19 @@ def render(crit: dict, torch: dict, onnx: dict, rss: dict | None, args: argparse
         status = "" if rss["status"] == 0 else f" (**command failed, exit status {rss['status']}**)"
         lines.append(f"peak RSS {rss['rss_mb']:.0f} MB, wall {rss['wall']}{status}")
 
+    orig, torch_rss = load_rss(args.rss_original), load_rss(args.rss_torch)
+    if orig is not None or torch_rss is not None:
+        lines += ["", "### peak memory of one original-network inference at 1024", "",
+                  "| | peak RSS | wall |", "|---|---|---|"]
+        for name, r in (("`spheromesh segment` (original checkpoint, no TTA)", orig),
+                        ("PyTorch `forward.py` (same network, one pass)", torch_rss)):
+            if r is None or "error" in r:
+                lines.append(f"| {name} | not measured | |")
+            else:
+                failed = "" if r["status"] == 0 else f" (**exit status {r['status']}**)"
+                lines.append(f"| {name} | {gb(r['rss_mb'])}{failed} | {r['wall']} |")
+    orig_ok = None if orig is None or "error" in orig or orig["status"] != 0 else orig["rss_mb"] <= ORIGINAL_RSS_GOAL_MB
+
     e2e = crit.get(E2E_ID)
     rss_ok = None if rss is None or "error" in rss or rss["status"] != 0 else rss["rss_mb"] <= RSS_GOAL_MB
     lines += [
@@ -237,6 +259,9 @@ def render(crit: dict, torch: dict, onnx: dict, rss: dict | None, args: argparse
         f"| `spheromesh segment` peak RSS <= {RSS_GOAL_MB:.0f} MB | "
         + (f"{rss['rss_mb']:.0f} MB" if rss and "rss_mb" in rss else "not measured")
         + f" | {verdict(rss_ok)} |",
+        "| one original-network inference at 1024, peak RSS <= 2 GB | "
+        + (gb(orig["rss_mb"]) if orig and "rss_mb" in orig else "not measured")
+        + f" | {verdict(orig_ok)} |",
     ]
     return "\n".join(lines) + "\n"
 
@@ -247,6 +272,8 @@ def main() -> None:
     ap.add_argument("--torch", type=Path, help="forward.py JSON lines")
     ap.add_argument("--onnx", type=Path, help="onnx/forward.py JSON lines")
     ap.add_argument("--rss", type=Path, help="/usr/bin/time -v output of spheromesh segment")
+    ap.add_argument("--rss-original", type=Path, help="the same, original network at 1024")
+    ap.add_argument("--rss-torch", type=Path, help="/usr/bin/time -v output of forward.py at 1024")
     ap.add_argument("--since", type=float, default=0.0, help="ignore criterion results older than this epoch")
     ap.add_argument("--machine", default="", help="one line describing the machine")
     ap.add_argument("--note", default="", help="one line printed under the machine")

@@ -10,6 +10,9 @@
 #   (b2) ONNX Runtime forward, same network and weights -> onnx.jsonl (pip install onnx onnxruntime
 #        into the same venv; the exported graph is cached under target/onnx)
 #   (c) peak RSS of `spheromesh segment` on a 1024x1024 PNG, with /usr/bin/time -v -> rss.txt
+#   (c2) peak RSS of one original-network inference at 1024: `spheromesh segment` with a
+#        torch.save checkpoint of that network -> rss-original.txt, and PyTorch's forward.py
+#        on the same network and size -> rss-torch.txt (not in QUICK runs)
 #   (d) benches/report.py                       -> report.md (also printed)
 # A failing step is reported and the others still run; the exit status is 1 if any failed.
 #
@@ -24,7 +27,7 @@
 #   TORCH_RUNS / TORCH_WARMUP          timed / untimed PyTorch passes per size (5 / 1 [1 / 1])
 #   TORCH_THREADS                      PyTorch and ONNX Runtime threads (2, the cores of the
 #                                      reference machine)
-#   SKIP_CRITERION=1 SKIP_TORCH=1 SKIP_ONNX=1 SKIP_RSS=1   leave a step out
+#   SKIP_CRITERION=1 SKIP_TORCH=1 SKIP_ONNX=1 SKIP_RSS=1 SKIP_RSS_ORIGINAL=1   leave a step out
 #   OUT                                where logs and report.md go
 #
 # RAYON_NUM_THREADS is unset so candle uses every physical core, as it does in production.
@@ -140,9 +143,30 @@ if [ "${SKIP_RSS:-0}" != 1 ]; then
     fi
 fi
 
+# (c2) peak RSS of the original network at 1024, spheromesh and PyTorch one after the other
+if [ "${SKIP_RSS_ORIGINAL:-$QUICK}" != 1 ] && [ "${SKIP_RSS:-0}" != 1 ] && [ -x /usr/bin/time ] \
+    && [ -f "$IMAGE" ] && [ -x "$TARGET_DIR/release/spheromesh" ]; then
+    say "(c2) peak RSS of one original-network inference at 1024 (spheromesh, then PyTorch)"
+    ORIG_PTH="$TARGET_DIR/bench-report/original.pth"
+    if tools/parity/setup_venv.sh >"$OUT/setup_venv.log" 2>&1 \
+        && { [ -f "$ORIG_PTH" ] || .venv-torch/bin/python benches/torch/save_checkpoint.py "$ORIG_PTH"; }; then
+        /usr/bin/time -v -o "$OUT/rss-original.txt" "$TARGET_DIR/release/spheromesh" segment "$IMAGE" \
+            --model "$ORIG_PTH" --input-size 1024 --tta off --out /dev/null >"$OUT/segment-original.log" 2>&1 \
+            || fail "spheromesh segment, original network (see $OUT/segment-original.log)"
+        /usr/bin/time -v -o "$OUT/rss-torch.txt" .venv-torch/bin/python benches/torch/forward.py \
+            --sizes 1024 --runs 1 --warmup 0 --weights random --threads "$TORCH_THREADS" \
+            >"$OUT/torch-rss.jsonl" 2>"$OUT/torch-rss.log" || fail "forward.py for memory (see $OUT/torch-rss.log)"
+        grep -H "Maximum resident" "$OUT/rss-original.txt" "$OUT/rss-torch.txt" >&2
+    else
+        fail "original-network checkpoint (see $OUT/setup_venv.log)"
+    fi
+fi
+
 # (d) report
 say "(d) report"
 RSS_ARG=(); [ -f "$OUT/rss.txt" ] && RSS_ARG=(--rss "$OUT/rss.txt")
+[ -f "$OUT/rss-original.txt" ] && RSS_ARG+=(--rss-original "$OUT/rss-original.txt")
+[ -f "$OUT/rss-torch.txt" ] && RSS_ARG+=(--rss-torch "$OUT/rss-torch.txt")
 python3 benches/report.py --criterion-dir "$TARGET_DIR/criterion" --since "$START" \
     --torch "$OUT/torch.jsonl" --onnx "$OUT/onnx.jsonl" "${RSS_ARG[@]}" --machine "$MACHINE" --note "${NOTE% }" \
     >"$OUT/report.md" || fail "report.py"

@@ -6,6 +6,8 @@
 #   scripts/build-cuda.sh            # -> target/cuda/release/spheromesh (CUDA, sm_90a)
 #   BENCH=1 scripts/build-cuda.sh    # also the criterion bench binary (target/cuda/release/deps/inference-*)
 #   CUDA_COMPUTE_CAP=80 scripts/build-cuda.sh   # another GPU generation
+#   CUDNN=1 scripts/build-cuda.sh    # --features cudnn: convolutions through cuDNN 9 (adds its
+#                                    # wheel, ~520 MB; the GPU host then needs libcudnn.so.9)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SDK=${CUDA_SDK:-$HOME/.cache/spheromesh-cuda}
@@ -26,6 +28,19 @@ if [ ! -d "$ROOT/bin" ]; then
     case $b in *.so.*) ln -sfn "$f" "$ROOT/lib64/${b%%.so.*}.so" ;; esac
   done
 fi
+FEATURES=cuda
+if [ "${CUDNN:-0}" = 1 ]; then
+  FEATURES=cudnn
+  CUDNN_LIB=$(ls -d "$SDK"/venv/lib/python3*/site-packages/nvidia/cudnn/lib 2>/dev/null | head -1 || true)
+  if [ -z "$CUDNN_LIB" ]; then
+    echo "installing the cuDNN 9 wheel for CUDA 13 into $SDK/venv (~520 MB)"
+    "$SDK/venv/bin/pip" install -q --no-deps nvidia-cudnn-cu13==9.13.0.50
+    CUDNN_LIB=$(ls -d "$SDK"/venv/lib/python3*/site-packages/nvidia/cudnn/lib | head -1)
+  fi
+  # The wheel ships only versioned sonames; the linker looks for libcudnn.so.
+  ln -sfn "$CUDNN_LIB/libcudnn.so.9" "$ROOT/lib64/libcudnn.so"
+  ln -sfn "$CUDNN_LIB/libcudnn.so.9" "$ROOT/lib64/libcudnn.so.9"
+fi
 # The wheels ship no libcuda (it comes with the driver): link against a stub
 # whose every entry point reports "no device". Never put it on a GPU host's
 # library path.
@@ -43,8 +58,8 @@ export PATH=$ROOT/bin:$PATH NVCC=$ROOT/bin/nvcc
 export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90} CUDARC_CUDA_VERSION=13000
 export LIBRARY_PATH=$ROOT/lib64:$ROOT/lib64/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}
 export CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-$(nproc)}
-cargo build --release --features cuda --target-dir target/cuda
+cargo build --release --features "$FEATURES" --target-dir target/cuda
 if [ "${BENCH:-0}" = 1 ]; then
-  cargo bench --no-run --features cuda --bench inference --target-dir target/cuda
+  cargo bench --no-run --features "$FEATURES" --bench inference --target-dir target/cuda
 fi
 echo "built target/cuda/release/spheromesh (needs libcuda.so.1, libcublas.so.13, libcurand.so.10, libcudart.so.13 at run time)"

@@ -30,4 +30,6 @@ pub use model::{
 };
 pub use overlay::render_overlay;
 pub use preprocess::to_model_input;
-pub use segment::{SegmentError, SegmentOptions, Segmentation, Segmenter, StageTimings, Upsample};
+pub use segment::{
+    SegmentError, SegmentOptions, Segmentation, Segmenter, StageTimings, Upsample, DEFAULT_MIN_PEAK,
+};

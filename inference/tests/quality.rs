@@ -8,7 +8,8 @@
 //! independently written renderer (`eval::shift`), a gain >= 0.15 over Otsu on
 //! the cell-cloud, bubble and fibre subsets, and at most 5 % of scenes without
 //! a spheroid getting a polygon. Only the subset gains are met today
-//! (models/README.md: v2 0.8757, shift 0.8402, no-spheroid 53 % / 45 %). The
+//! (models/README.md, with the default hysteresis `DEFAULT_MIN_PEAK`: v2 0.8780,
+//! shift 0.8527, no-spheroid 41 % / 24 %). The
 //! other floors below are regression guards just under the measured values,
 //! NOT the issue's targets; raise them as the model improves. The evaluation is
 //! deterministic, so the guards do not flake.
@@ -16,7 +17,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use spheromesh_inference::eval::{evaluate_empty, evaluate_synthetic, SynthSet};
+use spheromesh_inference::eval::{evaluate_empty, evaluate_synthetic, EvalReport, SynthSet};
 use spheromesh_inference::train::{TrainConfig, TRAIN_DATA_SEED};
 use spheromesh_inference::{DecodeLimits, DevicePreference, Model, SegmentOptions, Segmenter};
 
@@ -25,15 +26,16 @@ use spheromesh_inference::{DecodeLimits, DevicePreference, Model, SegmentOptions
 const HELD_OUT_SEED: u64 = 7_000_000;
 const HELD_OUT_COUNT: usize = 120;
 const EMPTY_COUNT: usize = 100;
-/// Guard under the measured 0.8757 (issue target 0.92, not met).
+/// Guard under the measured 0.8780 (issue target 0.92, not met).
 const MIN_V2_IOU: f64 = 0.87;
-/// Guard under the measured 0.8402 (issue target 0.90, not met).
-const MIN_SHIFT_IOU: f64 = 0.83;
-/// The issue's floor (measured +0.185 cloud, +0.216 bubble, +0.176 fibre on v2).
+/// Guard under the measured 0.8527 (issue target 0.90, not met).
+const MIN_SHIFT_IOU: f64 = 0.845;
+/// The issue's floor (measured +0.185 cloud, +0.217 bubble, +0.183 fibre on v2; +0.157,
+/// +0.198, +0.234 on the second renderer).
 const MIN_SUBSET_GAIN: f64 = 0.15;
-/// Guard over the measured 53 % (v2) and 45 % (shift) (issue target 5 %, not met).
-const MAX_EMPTY_SHARE: f64 = 0.58;
-/// Boundary F1 at 2 px: guard under the measured 0.504 (v2) and 0.454 (shift).
+/// Guard over the measured 41 % (v2) and 24 % (shift) (issue target 5 %, not met).
+const MAX_EMPTY_SHARE: f64 = 0.45;
+/// Boundary F1 at 2 px: guard under the measured 0.511 (v2) and 0.461 (shift).
 const MIN_BOUNDARY_F1: f64 = 0.44;
 
 fn segmenter() -> &'static Segmenter {
@@ -81,16 +83,26 @@ fn v2_held_out_set_meets_its_floors() {
         "v2 boundary F1 {:.4} < {MIN_BOUNDARY_F1}",
         r.model.overall.boundary_f1
     );
+    assert_subset_gains("v2", &r);
+}
+
+/// The model beats Otsu + morphology by [`MIN_SUBSET_GAIN`] on the cloud, bubble and fibre
+/// subsets of `r`.
+fn assert_subset_gains(set: &str, r: &EvalReport) {
     for (name, model, otsu) in [
         ("cloud", r.model.cloud, r.baseline.cloud),
         ("bubble", r.model.bubble, r.baseline.bubble),
         ("fibre", r.model.fibre, r.baseline.fibre),
     ] {
-        assert!(model.count >= 10, "too few {name} samples: {}", model.count);
+        assert!(
+            model.count >= 10,
+            "{set}: too few {name} samples: {}",
+            model.count
+        );
         let gain = model.iou - otsu.iou;
         assert!(
             gain >= MIN_SUBSET_GAIN,
-            "{name} subset: IoU {:.4} vs Otsu {:.4}, gain {gain:.4} < {MIN_SUBSET_GAIN}",
+            "{set} {name} subset: IoU {:.4} vs Otsu {:.4}, gain {gain:.4} < {MIN_SUBSET_GAIN}",
             model.iou,
             otsu.iou
         );
@@ -119,6 +131,7 @@ fn independent_renderer_meets_its_floor() {
         "second-renderer boundary F1 {:.4} < {MIN_BOUNDARY_F1}",
         r.model.overall.boundary_f1
     );
+    assert_subset_gains("shift", &r);
 }
 
 #[test]

@@ -85,6 +85,10 @@ pub(crate) struct ModelArgs {
     /// at the network's size and resizes the mask, as the old service did (stepped outlines).
     #[arg(long, env = "SEGMENT_UPSAMPLE", value_enum, default_value_t = UpsampleArg::Bilinear)]
     pub(crate) upsample: UpsampleArg,
+    /// Hysteresis: a region above the threshold is kept only if the network's probability
+    /// exceeds this somewhere inside it (0 keeps every region, as the old service did).
+    #[arg(long, env = "SEGMENT_MIN_PEAK", default_value_t = spheromesh_inference::DEFAULT_MIN_PEAK)]
+    pub(crate) min_peak: f32,
 }
 
 /// How probabilities reach the image's size (see [`spheromesh_inference::Upsample`]).
@@ -137,7 +141,8 @@ impl ModelArgs {
         let tta = self.tta.enabled_for(&model);
         Ok(spheromesh_inference::Segmenter::new(model, limits)
             .with_dihedral_tta(tta)
-            .with_upsample(self.upsample.into()))
+            .with_upsample(self.upsample.into())
+            .with_min_peak(self.min_peak)?)
     }
 
     /// Loads the model and logs where it runs.

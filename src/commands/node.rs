@@ -65,6 +65,9 @@ pub(crate) struct NodeArgs {
     /// nearest (the old service's stepped outlines).
     #[arg(long, env = "SEGMENT_UPSAMPLE", value_enum, default_value_t = super::UpsampleArg::Bilinear)]
     pub(crate) upsample: super::UpsampleArg,
+    /// Hysteresis: keep a region only if its probability exceeds this somewhere (0 keeps all).
+    #[arg(long, env = "SEGMENT_MIN_PEAK", default_value_t = spheromesh_inference::DEFAULT_MIN_PEAK)]
+    pub(crate) min_peak: f32,
     /// Folder with `ca.pem`, `<instance-id>.pem` and `<instance-id>.key` (see `spheromesh certs`).
     #[arg(long, env = "SPHEROMESH_TLS_DIR", conflicts_with = "enroll_url")]
     pub(crate) tls_dir: Option<PathBuf>,
@@ -303,6 +306,7 @@ fn load_engine(args: &NodeArgs, limits: DecodeLimits) -> anyhow::Result<Engine> 
         device: args.device.clone(),
         tta: args.tta,
         upsample: args.upsample,
+        min_peak: args.min_peak,
     }
     .segmenter(limits)?;
     Ok(Engine::Model(segmenter))

@@ -54,7 +54,8 @@ pub(crate) fn run(args: SegmentArgs) -> anyhow::Result<()> {
     let tta = args.model.tta.enabled_for(&model);
     let segmenter = Segmenter::new(model, limits)
         .with_dihedral_tta(tta)
-        .with_upsample(args.model.upsample.into());
+        .with_upsample(args.model.upsample.into())
+        .with_min_peak(args.model.min_peak)?;
     let opts = SegmentOptions {
         threshold: args.threshold,
         polygons: PolygonOptions {

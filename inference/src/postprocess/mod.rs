@@ -10,10 +10,13 @@
 //! following ([`find_contours`], as `findContours(RETR_TREE,
 //! CHAIN_APPROX_NONE)`), area filtering and JSON shaping
 //! ([`extract_polygons`]), with optional Ramer-Douglas-Peucker simplification
-//! ([`simplify_closed`]). [`rasterize_polygons`] is the inverse used by tests
+//! ([`simplify_closed`]). Before the threshold, regions the network is never
+//! confident about are dropped ([`suppress_unconfirmed`], hysteresis).
+//! [`rasterize_polygons`] is the inverse used by tests
 //! and evaluation; its module doc states the exact fill rule.
 
 mod contours;
+mod hysteresis;
 mod mask;
 mod morphology;
 mod options;
@@ -25,6 +28,7 @@ mod tests;
 mod upsample;
 
 pub use contours::{contour_area, find_contours, Contour};
+pub use hysteresis::suppress_unconfirmed;
 pub use mask::Mask;
 pub use morphology::{dilate_3x3, erode_3x3, open_close_3x3};
 pub use options::{InvalidPolygonOptions, PolygonOptions};

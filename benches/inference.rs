@@ -9,6 +9,7 @@
 //! | `forward_shipped/{S}` | [`Model::probabilities`], shipped weights run at side `S` |
 //! | `forward_original/{S}` | the same for the original 132 M-parameter architecture (parity weights) |
 //! | `postprocess/256_to_1024` | threshold, resize to 1024, 3x3 open/close, polygons, filtered mask |
+//! | `postprocess/hysteresis_256` | [`suppress_unconfirmed`] on the 256 grid (runs before the above) |
 //! | `segment_end_to_end_shipped_1024/png` | [`Segmenter::segment_bytes`] on a 1024x1024 PNG |
 //!
 //! The original architecture gets the deterministic `parity-v2` weights
@@ -47,11 +48,12 @@ use image::ImageFormat;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use spheromesh_inference::postprocess::{
-    extract_polygons, open_close_3x3, rasterize_polygons, threshold_upsampled, Mask, PolygonOptions,
+    extract_polygons, open_close_3x3, rasterize_polygons, suppress_unconfirmed,
+    threshold_upsampled, Mask, PolygonOptions,
 };
 use spheromesh_inference::{
     decode_rgb8, test_utils, to_model_input, DecodeLimits, DevicePreference, Model, ResUNetConfig,
-    SegmentOptions, Segmenter,
+    SegmentOptions, Segmenter, DEFAULT_MIN_PEAK,
 };
 
 /// Side of the synthetic micrographs: the old service's typical upload.
@@ -241,6 +243,19 @@ fn postprocess(c: &mut Criterion, fx: &Fixture) {
         let filtered = rasterize_polygons(&polygons, IMAGE_SIDE, IMAGE_SIDE);
         (polygons, filtered)
     };
+    group.bench_function("hysteresis_256", |b| {
+        b.iter(|| {
+            let side = fx.prob_side as usize;
+            suppress_unconfirmed(
+                black_box(&fx.probabilities),
+                side,
+                side,
+                THRESHOLD,
+                DEFAULT_MIN_PEAK,
+            )
+            .len()
+        });
+    });
     group.bench_function("256_to_1024_bilinear", |b| {
         b.iter(|| {
             let side = fx.prob_side;

@@ -1,5 +1,6 @@
 //! The whole pipeline for one image: decode, resize to the network input,
-//! ResUNet, hysteresis (regions that never reach [`DEFAULT_MIN_PEAK`] go), bilinear resize of the probabilities back to the image and threshold
+//! ResUNet, hysteresis (regions that never reach [`DEFAULT_MIN_PEAK`] go), bilinear
+//! resize of the probabilities back to the image and threshold
 //! (or the old service's threshold then nearest resize, [`Upsample`]), 3x3 open
 //! then close, contour tracing, and the polygon JSON of the SpherosegV4 contract
 //! (section 4-5).

@@ -137,7 +137,16 @@ impl ModelArgs {
         &self,
         limits: spheromesh_inference::DecodeLimits,
     ) -> anyhow::Result<spheromesh_inference::Segmenter> {
-        let model = self.load()?;
+        self.wrap(self.load()?, limits)
+    }
+
+    /// Wraps an already loaded `model` for segmentation with these arguments' augmentation,
+    /// upsampling and hysteresis.
+    pub(crate) fn wrap(
+        &self,
+        model: spheromesh_inference::Model,
+        limits: spheromesh_inference::DecodeLimits,
+    ) -> anyhow::Result<spheromesh_inference::Segmenter> {
         let tta = self.tta.enabled_for(&model);
         Ok(spheromesh_inference::Segmenter::new(model, limits)
             .with_dihedral_tta(tta)

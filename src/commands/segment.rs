@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use spheromesh_inference::{
-    postprocess::PolygonOptions, render_overlay, DecodeLimits, SegmentOptions, Segmenter,
+    postprocess::PolygonOptions, render_overlay, DecodeLimits, SegmentOptions,
 };
 
 /// Arguments of `spheromesh segment`.
@@ -51,11 +51,7 @@ pub(crate) fn run(args: SegmentArgs) -> anyhow::Result<()> {
         max_bytes: args.max_bytes,
         max_pixels: args.max_pixels,
     };
-    let tta = args.model.tta.enabled_for(&model);
-    let segmenter = Segmenter::new(model, limits)
-        .with_dihedral_tta(tta)
-        .with_upsample(args.model.upsample.into())
-        .with_min_peak(args.model.min_peak)?;
+    let segmenter = args.model.wrap(model, limits)?;
     let opts = SegmentOptions {
         threshold: args.threshold,
         polygons: PolygonOptions {

@@ -439,9 +439,10 @@ impl CustomOp2 for Conv2dWeightGrad {
 /// domain: below it (the deepest, 8x8-16x16 levels) the 36 products are too
 /// thin to pay for reading a kernel 4x the size of the raw one.
 const WINOGRAD_MIN_TILES: usize = 64;
-/// Largest `Co * Ci` run in the Winograd domain (its kernel is 36 x 4 B per
-/// pair: 75 MB at this bound). The original network's 1024- and 2048-channel
-/// layers, which hold most of its weights, stay on im2col.
+/// Largest `Co * Ci` whose Winograd kernel is built whole (36 x 4 B per pair:
+/// 75 MB at this bound). Larger layers (the original network's 1024- and
+/// 2048-channel levels, which hold most of its weights) build it a band of
+/// output channels at a time instead: [`winograd_in_bands_pays`].
 const WINOGRAD_MAX_PAIRS: usize = 1024 * 512;
 /// Fewest input and output channels: the tile transforms cost the same per
 /// channel whatever the other side's width, while the matrix work they save
@@ -475,6 +476,22 @@ pub(crate) fn winograd_pays(c_in: usize, c_out: usize, height: usize, width: usi
         && c_in.min(c_out) >= WINOGRAD_MIN_CHANNELS
 }
 
+/// Whether an inference 3x3 convolution of this shape uses
+/// [`super::winograd::conv3x3_banded`]: the same tile and channel rules as
+/// [`winograd_pays`], for layers above its kernel-size bound. Their kernel is
+/// rebuilt at every call (about 270 flops per pair against the 72 per pair
+/// and tile it saves to im2col's 288, so from 64 tiles up it pays).
+pub(crate) fn winograd_in_bands_pays(
+    c_in: usize,
+    c_out: usize,
+    height: usize,
+    width: usize,
+) -> bool {
+    height.div_ceil(4) * width.div_ceil(4) >= WINOGRAD_MIN_TILES
+        && c_in * c_out > WINOGRAD_MAX_PAIRS
+        && c_in.min(c_out) >= WINOGRAD_MIN_CHANNELS
+}
+
 /// Convolution of `x` (`[B,Ci,H,W]`) by `w` (`[Co,Ci,k,k]`), stride 1, padding
 /// `(k-1)/2`. Uses the im2col op on CPU and candle's own conv elsewhere (CUDA).
 pub(crate) fn conv2d_same(x: &Tensor, w: &Tensor) -> Result<Tensor> {
@@ -505,6 +522,19 @@ mod tests {
         // ...and are rebuilt from 1024 tiles (128x128) up.
         assert!(!winograd_kernel_kept(512, 512, 128, 128));
         assert!(!winograd_kernel_kept(129, 128, 1024, 1024));
+    }
+
+    #[test]
+    fn layers_above_the_whole_kernel_bound_go_in_bands_on_large_planes() {
+        // The original network at a 1024 input: level 5 (64x64) and the bottleneck (32x32).
+        assert!(winograd_in_bands_pays(1024, 1024, 64, 64));
+        assert!(winograd_in_bands_pays(2048, 2048, 32, 32));
+        assert!(!winograd_pays(2048, 2048, 32, 32));
+        // At a 256 input they are 16x16 and 8x8: too few tiles.
+        assert!(!winograd_in_bands_pays(1024, 1024, 16, 16));
+        // Layers whose kernel is built whole never go in bands.
+        assert!(!winograd_in_bands_pays(512, 1024, 64, 64));
+        assert!(winograd_pays(512, 1024, 64, 64));
     }
 
     #[test]

@@ -17,10 +17,10 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::conv::{conv2d_same, winograd_kernel_kept, winograd_pays};
+use super::conv::{conv2d_same, winograd_in_bands_pays, winograd_kernel_kept, winograd_pays};
 use super::norm::GroupNormRelu;
 use super::upconv::UpConv2x2;
-use super::winograd::{WinogradConv3x3, WinogradKernel};
+use super::winograd::{BandedWinogradConv3x3, WinogradConv3x3, WinogradKernel};
 
 /// Norm epsilon of every GroupNorm and BatchNorm in the original network.
 const NORM_EPS: f64 = 1e-5;
@@ -100,12 +100,26 @@ impl Conv {
         }
         Ok(Some(self.winograd.get_or_init(|| kernel).clone()))
     }
+
+    /// Whether this call runs in the Winograd domain a band of output channels at a time.
+    fn winograd_in_bands(&self, x: &Tensor) -> Result<bool> {
+        let (c_out, c_in, k, _) = self.weight.dims4()?;
+        let (_, _, h, w) = x.dims4()?;
+        Ok(
+            k == 3
+                && inference_on_cpu(x, &self.weight)
+                && winograd_in_bands_pays(c_in, c_out, h, w),
+        )
+    }
 }
 
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match self.winograd_kernel(x)? {
             Some(kernel) => x.apply_op1_no_bwd(&WinogradConv3x3(kernel))?,
+            None if self.winograd_in_bands(x)? => x
+                .contiguous()?
+                .apply_op2_no_bwd(&self.weight.contiguous()?, &BandedWinogradConv3x3)?,
             None => conv2d_same(x, &self.weight)?,
         };
         match &self.bias {
@@ -408,6 +422,30 @@ mod tests {
     use super::Conv;
     use crate::model::conv::winograd_kernel_kept;
     use crate::model::max_abs_diff;
+
+    #[test]
+    fn a_layer_above_the_whole_kernel_bound_runs_in_bands_like_im2col() {
+        // 1024 x 520 pairs, just above the bound, on a 32x32 plane (64 tiles).
+        let (c_in, c_out, side) = (1024, 520, 32);
+        assert!(crate::model::conv::winograd_in_bands_pays(
+            c_in, c_out, side, side
+        ));
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.02, (c_out, c_in, 3, 3), &dev).unwrap();
+        let conv = Conv::from_parts(w.clone(), None);
+        let x = Tensor::randn(0f32, 1., (1, c_in, side, side), &dev).unwrap();
+        let reference = x.conv2d(&w, 1, 1, 1, 1).unwrap();
+        let scale = max_abs_diff(&reference, &reference.zeros_like().unwrap()).max(1.0);
+        let diff = max_abs_diff(&conv.forward(&x).unwrap(), &reference);
+        assert!(
+            diff <= 1e-4 * scale,
+            "max |diff| {diff} (output scale {scale})"
+        );
+        assert!(
+            conv.winograd.get().is_none(),
+            "a banded layer kept a kernel"
+        );
+    }
 
     #[test]
     fn a_rebuilt_winograd_kernel_gives_the_same_output_and_is_not_kept() {

@@ -311,6 +311,10 @@ fn segment_end_to_end(c: &mut Criterion, fx: &Fixture, shipped: &Model) {
     group.finish();
 }
 
+/// As the `spheromesh` binary does: huge pages for the original network's large activations.
+#[global_allocator]
+static ALLOCATOR: spheromesh_inference::HugePageAllocator = spheromesh_inference::HugePageAllocator;
+
 fn benches(c: &mut Criterion) {
     // As the `spheromesh` binary does at start.
     spheromesh_inference::keep_freed_memory_for_reuse();

@@ -9,6 +9,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// The system allocator with transparent huge pages for buffers of 32 MB and more: the
+/// original network's large activations (see `spheromesh_inference::HugePageAllocator`).
+#[global_allocator]
+static ALLOCATOR: spheromesh_inference::HugePageAllocator = spheromesh_inference::HugePageAllocator;
+
 fn main() -> ExitCode {
     drop_empty_env_vars();
     spheromesh_inference::keep_freed_memory_for_reuse();

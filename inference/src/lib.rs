@@ -22,7 +22,7 @@ pub mod synth;
 pub mod test_utils;
 pub mod train;
 
-pub use allocator::keep_freed_memory_for_reuse;
+pub use allocator::{keep_freed_memory_for_reuse, HugePageAllocator};
 pub use decode::{decode_dynamic, decode_rgb8, probe_format, to_rgb8, DecodeError, DecodeLimits};
 pub use model::{
     ArchOverrides, DeviceError, DevicePreference, InvalidConfig, LoadError, Model, ResUNetConfig,

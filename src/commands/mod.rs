@@ -75,6 +75,15 @@ pub(crate) struct ModelArgs {
     /// Where to run: best (CUDA if available), cpu or cuda.
     #[arg(long, env = "DEVICE_PREFERENCE", default_value = "best")]
     pub(crate) device: String,
+    /// How the network's passes become a mask.
+    #[command(flatten)]
+    pub(crate) pipeline: PipelineArgs,
+}
+
+/// How the network's passes become a mask: augmentation, upsampling and hysteresis. Shared by
+/// every command that segments (`segment`, `eval`, `node`), so each knob is declared once.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct PipelineArgs {
     /// Test-time augmentation: average the eight flips/transposes of the input (8 forward
     /// passes). `auto`: on for small models (under 10 M parameters, like the shipped one),
     /// off for the original 132 M-parameter network.
@@ -147,11 +156,11 @@ impl ModelArgs {
         model: spheromesh_inference::Model,
         limits: spheromesh_inference::DecodeLimits,
     ) -> anyhow::Result<spheromesh_inference::Segmenter> {
-        let tta = self.tta.enabled_for(&model);
+        let tta = self.pipeline.tta.enabled_for(&model);
         Ok(spheromesh_inference::Segmenter::new(model, limits)
             .with_dihedral_tta(tta)
-            .with_upsample(self.upsample.into())
-            .with_min_peak(self.min_peak)?)
+            .with_upsample(self.pipeline.upsample.into())
+            .with_min_peak(self.pipeline.min_peak)?)
     }
 
     /// Loads the model and logs where it runs.
@@ -161,8 +170,8 @@ impl ModelArgs {
         let model = spheromesh_inference::Model::load(&self.model, pref)
             .with_context(|| format!("loading model {}", self.model.display()))?;
         tracing::info!(
-            tta = self.tta.enabled_for(&model),
-            upsample = ?self.upsample,
+            tta = self.pipeline.tta.enabled_for(&model),
+            upsample = ?self.pipeline.upsample,
             model = %self.model.display(),
             device = %model.device_name(),
             features = ?model.config().features,

@@ -58,16 +58,9 @@ pub(crate) struct NodeArgs {
     /// Where to run: best, cpu or cuda.
     #[arg(long, env = "DEVICE_PREFERENCE", default_value = "best")]
     pub(crate) device: String,
-    /// Test-time augmentation (8 views): auto (on for small models), on or off.
-    #[arg(long, env = "SEGMENT_TTA", value_enum, default_value_t = super::Tta::Auto)]
-    pub(crate) tta: super::Tta,
-    /// How probabilities reach the image's size: bilinear (full-resolution outlines) or
-    /// nearest (the old service's stepped outlines).
-    #[arg(long, env = "SEGMENT_UPSAMPLE", value_enum, default_value_t = super::UpsampleArg::Bilinear)]
-    pub(crate) upsample: super::UpsampleArg,
-    /// Hysteresis: keep a region only if its probability exceeds this somewhere (0 keeps all).
-    #[arg(long, env = "SEGMENT_MIN_PEAK", default_value_t = spheromesh_inference::DEFAULT_MIN_PEAK)]
-    pub(crate) min_peak: f32,
+    /// How the network's passes become a mask (TTA, upsampling, hysteresis).
+    #[command(flatten)]
+    pub(crate) pipeline: super::PipelineArgs,
     /// Folder with `ca.pem`, `<instance-id>.pem` and `<instance-id>.key` (see `spheromesh certs`).
     #[arg(long, env = "SPHEROMESH_TLS_DIR", conflicts_with = "enroll_url")]
     pub(crate) tls_dir: Option<PathBuf>,
@@ -304,9 +297,7 @@ fn load_engine(args: &NodeArgs, limits: DecodeLimits) -> anyhow::Result<Engine> 
     let segmenter = super::ModelArgs {
         model: PathBuf::from(&args.model),
         device: args.device.clone(),
-        tta: args.tta,
-        upsample: args.upsample,
-        min_peak: args.min_peak,
+        pipeline: args.pipeline.clone(),
     }
     .segmenter(limits)?;
     Ok(Engine::Model(segmenter))

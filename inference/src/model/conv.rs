@@ -479,8 +479,8 @@ pub(crate) fn winograd_pays(c_in: usize, c_out: usize, height: usize, width: usi
 /// Whether an inference 3x3 convolution of this shape uses
 /// [`super::winograd::conv3x3_banded`]: the same tile and channel rules as
 /// [`winograd_pays`], for layers above its kernel-size bound. Their kernel is
-/// rebuilt at every call (about 270 flops per pair against the 72 per pair
-/// and tile it saves to im2col's 288, so from 64 tiles up it pays).
+/// rebuilt at every call: about 270 flops per (Co, Ci) pair, while each tile
+/// costs 72 per pair instead of im2col's 288, so from 64 tiles up it pays.
 pub(crate) fn winograd_in_bands_pays(
     c_in: usize,
     c_out: usize,

@@ -755,6 +755,16 @@ mod tests {
             .collect()
     }
 
+    /// Largest absolute difference, and the output's scale (its largest magnitude, at least 1).
+    fn max_error(expected: &[f32], got: &[f32]) -> (f32, f32) {
+        let scale = expected.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let err = expected
+            .iter()
+            .zip(got)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        (err, scale)
+    }
+
     #[test]
     fn kernel_transform_is_g_w_g_transposed() {
         let (co, ci) = (5, 7);
@@ -796,11 +806,7 @@ mod tests {
             let wt = pseudo(co * ci * 9, 1.1);
             let expected = reference(&x, &wt, (b, ci, co, h, w));
             let got = conv3x3_in_bands(&x, (b, h, w), &wt, (co, ci), band);
-            let scale = expected.iter().fold(1f32, |m, v| m.max(v.abs()));
-            let err = expected
-                .iter()
-                .zip(&got)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let (err, scale) = max_error(&expected, &got);
             assert!(
                 err <= 1e-5 * scale,
                 "{b}x{ci}->{co} {h}x{w} in bands of {band}: max error {err} (scale {scale})"
@@ -835,11 +841,7 @@ mod tests {
             let wt = pseudo(co * ci * 9, 1.7);
             let expected = reference(&x, &wt, (b, ci, co, h, w));
             let got = conv3x3(&x, b, h, w, &WinogradKernel::new(&wt, co, ci));
-            let scale = expected.iter().fold(1f32, |m, v| m.max(v.abs()));
-            let err = expected
-                .iter()
-                .zip(&got)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let (err, scale) = max_error(&expected, &got);
             assert!(
                 err <= 1e-5 * scale,
                 "{b}x{ci}->{co} {h}x{w}: max error {err} (scale {scale})"
